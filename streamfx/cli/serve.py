@@ -1,0 +1,60 @@
+"""``streamfx serve``: start the WebRTC filter server."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+
+from aiohttp import web
+
+from ..server import ServerConfig, create_app
+from ..server.config import Limits
+from ..server.security import new_token
+from . import CliError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="start the WebRTC filter server (the browser page)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need a token)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", default=os.environ.get("STREAMFX_TOKEN"),
+                   help="access token (env STREAMFX_TOKEN); generated when --host is not loopback")
+    p.add_argument("--engine", default="auto", help="auto (default), 3dpe, mesh or overlay")
+    p.add_argument("--ice-loopback", action="store_true", default=os.environ.get("STREAMFX_ICE_LOOPBACK") == "1",
+                   help="offer 127.0.0.1 ICE candidates (env STREAMFX_ICE_LOOPBACK=1)")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="a STUN/TURN URL (repeatable); none by default")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another page origin allowed to connect (repeatable)")
+    p.add_argument("--max-callers", type=int, default=4)
+    p.set_defaults(func=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    token = args.token
+    if not _is_loopback(args.host) and not token:
+        token = new_token()
+    if args.max_callers < 1:
+        raise CliError("--max-callers must be at least 1")
+    config = ServerConfig(host=args.host, port=args.port, token=token, ice_loopback=args.ice_loopback,
+                          ice_servers=tuple(args.ice_server), allowed_origins=tuple(args.allow_origin),
+                          engine=args.engine, limits=Limits(max_callers=args.max_callers))
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{shown_host}:{args.port}/" + (f"?token={token}" if token else "")
+    print(f"StreamFX serving on {url}  (engine: {args.engine}; Ctrl-C to stop)", flush=True)
+    try:
+        web.run_app(create_app(config), host=args.host, port=args.port, print=None,
+                    handle_signals=True, shutdown_timeout=5.0)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0

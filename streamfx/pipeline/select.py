@@ -1,0 +1,33 @@
+"""Engine selection: ``auto`` picks the best engine this install can run."""
+
+from __future__ import annotations
+
+from .. import log
+from . import engine as registry
+from . import engines as _builtin  # noqa: F401  (registers the built-in engines)
+from .engine import Engine
+
+logger = log.get(__name__)
+
+
+def resolve(name: str) -> str:
+    """Map ``auto`` to a concrete engine name; check that others exist."""
+    if name != "auto":
+        if name not in registry.available():
+            raise ValueError(f"unknown engine {name!r}; available: auto, {', '.join(registry.available())}")
+        return name
+    for candidate in ("3dpe", "mesh", "overlay"):
+        if candidate in registry.available() and _usable(candidate):
+            return candidate
+    return "overlay"
+
+
+def _usable(name: str) -> bool:
+    check = getattr(registry, "usable", None)
+    return bool(check(name)) if check else True
+
+
+def build_engine(name: str = "auto") -> Engine:
+    chosen = resolve(name)
+    logger.info("engine selected", extra={"requested": name, "engine": chosen})
+    return registry.create(chosen)

@@ -1,0 +1,269 @@
+// StreamFX browser client: camera -> WebRTC -> server filter -> back, plus the control channel.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  pc: null, channel: null, stream: null, sendStream: null, serverStats: null,
+  rtt: [], framesReceived: 0, connection: "idle", info: null, errors: [], acks: [],
+};
+window.streamfx = state;  // read by tests and benchmarks
+
+// ---------------------------------------------------------------- notices and badges
+function notice(text, kind = "error") {
+  const el = $("notice");
+  el.hidden = !text;
+  el.textContent = text || "";
+  el.className = "notice" + (kind === "info" ? " info" : "");
+}
+function badge(id, text, cls) { const el = $(id); el.textContent = text; el.className = "badge " + (cls || ""); }
+function setConnection(s) {
+  state.connection = s;
+  badge("state", s, s === "connected" ? "ok" : (s === "failed" || s === "closed") ? "bad" : "wait");
+  $("reconnect").disabled = s === "idle";
+}
+
+// ---------------------------------------------------------------- server info
+async function loadInfo() {
+  try {
+    const res = await fetch("/api/info", { cache: "no-store" });
+    if (res.status === 401) { notice("This server needs a token: open the URL it printed (with ?token=...)."); return null; }
+    const info = await res.json();
+    state.info = info;
+    if (info.state === "loading") { badge("engine", "loading model…", "wait"); setTimeout(loadInfo, 1000); return info; }
+    if (info.state === "failed") { badge("engine", "engine failed", "bad"); notice("The engine failed to load: " + info.error); return info; }
+    badge("engine", "engine: " + info.engine, "ok");
+    fillSelect($("preset"), ["", ...info.presets], "(none)");
+    fillSelect($("quality"), info.qualities);
+    $("engine-help").textContent = info.description + (info.engine === "3dpe" ? "" :
+      " For 3DPE edits, download the official 3dpe.pt and run `streamfx weights import 3dpe.pt` (see README).");
+    return info;
+  } catch (err) {
+    badge("engine", "server unreachable", "bad");
+    notice("Cannot reach the StreamFX server. Is it still running (make run)? Retrying…");
+    setTimeout(loadInfo, 2000);
+    return null;
+  }
+}
+function fillSelect(select, values, emptyLabel) {
+  const current = select.value;
+  select.innerHTML = "";
+  for (const v of values) {
+    const opt = document.createElement("option");
+    opt.value = v; opt.textContent = v || emptyLabel;
+    select.appendChild(opt);
+  }
+  if (values.includes(current)) select.value = current;
+}
+
+// ---------------------------------------------------------------- camera
+async function listCameras() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const cams = devices.filter((d) => d.kind === "videoinput");
+  const select = $("camera");
+  const current = select.value;
+  select.innerHTML = "";
+  cams.forEach((d, i) => {
+    const opt = document.createElement("option");
+    opt.value = d.deviceId; opt.textContent = d.label || `camera ${i + 1}`;
+    select.appendChild(opt);
+  });
+  if (current) select.value = current;
+}
+
+async function openCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) throw new Error("This browser cannot open a camera here (a secure context — https or localhost — is needed).");
+  const deviceId = $("camera").value;
+  const params = new URLSearchParams(location.search);
+  const video = { width: { ideal: Number(params.get("w")) || 640 }, height: { ideal: Number(params.get("h")) || 480 },
+    frameRate: { ideal: 30 } };
+  if (deviceId) video.deviceId = { exact: deviceId };
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video, audio: false });
+  } catch (err) {
+    if (err.name === "NotAllowedError") throw new Error("Camera permission was denied. Allow camera access for this site in the browser's settings, then press Start.");
+    if (err.name === "NotFoundError" || err.name === "OverconstrainedError") throw new Error("No usable camera was found. Plug one in or pick another, then press Start.");
+    if (err.name === "NotReadableError") throw new Error("The camera is in use by another program.");
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------- round-trip stamping
+// With "measure round trip", frames go through a canvas that writes a frame number as
+// black/white blocks; the returned video is read back and matched to the send time.
+const STAMP_BITS = 12, STAMP_X = 24, STAMP_Y = 24, STAMP_B = 24;
+const sentAt = new Map();
+function stampedStream(cameraStream) {
+  const video = document.createElement("video");
+  video.srcObject = cameraStream; video.muted = true; video.play();
+  const canvas = document.createElement("canvas");
+  const ctx = canvas.getContext("2d");
+  let n = 0;
+  const draw = () => {
+    if (video.videoWidth) {
+      if (canvas.width !== video.videoWidth) { canvas.width = video.videoWidth; canvas.height = video.videoHeight; }
+      ctx.drawImage(video, 0, 0);
+      const id = (n++ % ((1 << STAMP_BITS) - 1)) + 1;
+      for (let b = 0; b < STAMP_BITS; b++) {
+        ctx.fillStyle = (id >> b) & 1 ? "#fff" : "#000";
+        ctx.fillRect(STAMP_X + b * STAMP_B, STAMP_Y, STAMP_B, STAMP_B);
+      }
+      sentAt.set(id, performance.now());
+    }
+    video.requestVideoFrameCallback(draw);
+  };
+  video.requestVideoFrameCallback(draw);
+  return canvas.captureStream(30);
+}
+function watchReturn(remote) {
+  const canvas = document.createElement("canvas");
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const onFrame = (now) => {
+    state.framesReceived++;
+    if ($("measure").checked && remote.videoWidth) {
+      canvas.width = STAMP_X + STAMP_BITS * STAMP_B; canvas.height = STAMP_Y + STAMP_B;
+      ctx.drawImage(remote, 0, 0, canvas.width, canvas.height, 0, 0, canvas.width, canvas.height);
+      let id = 0;
+      for (let b = 0; b < STAMP_BITS; b++) {
+        const p = ctx.getImageData(STAMP_X + b * STAMP_B + STAMP_B / 2, STAMP_Y + STAMP_B / 2, 1, 1).data;
+        if ((p[0] + p[1] + p[2]) / 3 > 127) id |= 1 << b;
+      }
+      if (sentAt.has(id)) { state.rtt.push(performance.now() - sentAt.get(id)); sentAt.delete(id); }
+      if (state.rtt.length > 2000) state.rtt.shift();
+    }
+    remote.requestVideoFrameCallback(onFrame);
+  };
+  remote.requestVideoFrameCallback(onFrame);
+}
+
+// ---------------------------------------------------------------- WebRTC
+async function start() {
+  notice("");
+  await stop();
+  try {
+    state.stream = await openCamera();
+  } catch (err) { notice(err.message); setConnection("idle"); return; }
+  await listCameras();
+  $("local").srcObject = state.stream;
+  state.sendStream = $("measure").checked ? stampedStream(state.stream) : state.stream;
+
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  state.pc = pc;
+  pc.onconnectionstatechange = () => {
+    setConnection(pc.connectionState);
+    if (pc.connectionState === "failed") notice("The connection failed. Press Reconnect.");
+  };
+  pc.ontrack = (ev) => { $("remote").srcObject = new MediaStream([ev.track]); };
+  const channel = pc.createDataChannel("control");
+  state.channel = channel;
+  channel.onopen = () => { send({ type: "hello" }); sendAllControls(); };
+  channel.onmessage = (ev) => onControlMessage(JSON.parse(ev.data));
+  for (const track of state.sendStream.getVideoTracks()) pc.addTrack(track, state.sendStream);
+
+  setConnection("connecting");
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceGatheringDone(pc);
+  let answer;
+  try {
+    const res = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }) });
+    answer = await res.json();
+    if (!res.ok) throw new Error(answer.error || res.statusText);
+  } catch (err) {
+    setConnection("failed");
+    notice(err instanceof TypeError ? "Cannot reach the StreamFX server. Is it still running?" : "The server refused the call: " + err.message);
+    return;
+  }
+  state.caller = answer.caller;
+  await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+}
+
+function iceGatheringDone(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", check); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", check);
+    setTimeout(resolve, 3000);
+  });
+}
+
+async function stop() {
+  if (state.pc) { state.pc.close(); state.pc = null; }
+  if (state.stream) { state.stream.getTracks().forEach((t) => t.stop()); state.stream = null; }
+  state.channel = null;
+}
+
+// ---------------------------------------------------------------- control channel
+function send(msg) {
+  if (state.channel && state.channel.readyState === "open") state.channel.send(JSON.stringify(msg));
+}
+function sendPose() {
+  $("yawv").textContent = $("yaw").value + "°"; $("pitchv").textContent = $("pitch").value + "°";
+  send({ type: "pose", mode: $("pose").value, yaw: Number($("yaw").value), pitch: Number($("pitch").value) });
+}
+function sendAllControls() {
+  sendPose();
+  send({ type: "quality", preset: $("quality").value || "auto" });
+  send({ type: "bypass", on: $("bypass").checked });
+  send({ type: "strength", value: Number($("strength").value) });
+  if ($("preset").value) send({ type: "prompt", preset: $("preset").value });
+}
+function onControlMessage(msg) {
+  if (msg.type === "stats") { state.serverStats = msg; renderStats(); }
+  else if (msg.type === "error") { state.errors.push(msg.message); notice(msg.message); }
+  else if (msg.type === "ack") { state.acks.push(msg.for); if (msg.for === "prompt") notice(""); }
+  else if (msg.type === "info") { state.info = { ...state.info, ...msg }; }
+}
+
+// A reference image is shrunk in the page to at most 512 px (JPEG) so that it fits one
+// data-channel message; the server checks size and format again.
+async function sendReference(file) {
+  if (!file.type.startsWith("image/")) { notice("Pick an image file (PNG, JPEG, WebP)."); return; }
+  let bitmap;
+  try { bitmap = await createImageBitmap(file); } catch { notice("That file is not a readable image."); return; }
+  const scale = Math.min(1, 512 / Math.max(bitmap.width, bitmap.height));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale); canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  notice("Preparing the reference…", "info");
+  send({ type: "prompt", image: canvas.toDataURL("image/jpeg", 0.9) });
+}
+
+// ---------------------------------------------------------------- stats overlay
+function percentile(values, p) {
+  if (!values.length) return null;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+function renderStats() {
+  const s = state.serverStats || {};
+  const lines = [`state ${state.connection}   engine ${s.engine || "?"}`,
+    `fps in ${s.fps_in ?? "-"}  out ${s.fps_out ?? "-"}  dropped ${s.dropped ?? 0}`,
+    `server latency p50 ${s.latency_ms?.p50 ?? "-"} ms  p95 ${s.latency_ms?.p95 ?? "-"} ms`];
+  const rtt = state.rtt.slice(-100);
+  if (rtt.length) lines.push(`round trip p50 ${percentile(rtt, 50).toFixed(1)} ms`);
+  for (const [k, v] of Object.entries(s.stages_ms || {})) lines.push(`  ${k.padEnd(10)} ${v.toFixed(1)} ms`);
+  for (const k of ["preset", "encoder_fps", "renderer_fps", "planes_age", "face", "pose_clamped"]) {
+    if (s[k] !== undefined) lines.push(`${k} ${s[k]}`);
+  }
+  $("stats").textContent = lines.join("\n");
+}
+
+// ---------------------------------------------------------------- wiring
+$("start").onclick = start;
+$("reconnect").onclick = start;
+$("camera").onchange = () => { if (state.pc) start(); };
+$("view").onchange = () => { $("videos").className = $("view").value; };
+$("preset").onchange = () => send($("preset").value ? { type: "prompt", preset: $("preset").value } : { type: "prompt", clear: true });
+$("reference").onchange = (ev) => { if (ev.target.files[0]) sendReference(ev.target.files[0]); };
+$("clear").onclick = () => { $("preset").value = ""; send({ type: "prompt", clear: true }); };
+$("strength").oninput = () => send({ type: "strength", value: Number($("strength").value) });
+for (const id of ["pose", "yaw", "pitch"]) $(id).oninput = sendPose;
+$("quality").onchange = () => send({ type: "quality", preset: $("quality").value });
+$("bypass").onchange = () => send({ type: "bypass", on: $("bypass").checked });
+if (new URLSearchParams(location.search).has("measure")) $("measure").checked = true;
+watchReturn($("remote"));
+setInterval(renderStats, 1000);
+loadInfo().then(() => {
+  if (new URLSearchParams(location.search).has("autostart")) start();
+  else listCameras().catch(() => {});
+});
