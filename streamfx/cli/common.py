@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ..pipeline.controls import POSE_MODES, Controls, PoseMode
+from ..pipeline.engine import PromptError
+from ..pipeline.processor import CallerPipeline
+from ..pipeline.prompts import ReferenceError, prompt_from_arg
+from ..pipeline.select import build_engine
+from . import CliError
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
@@ -22,3 +27,13 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 def controls_from_args(args: argparse.Namespace) -> Controls:
     return Controls(pose=PoseMode(args.pose, args.yaw, args.pitch), quality=args.quality,
                     strength=max(0.0, min(1.0, args.strength)))
+
+
+def pipeline_from_args(args: argparse.Namespace) -> CallerPipeline:
+    """The engine, controls and prompt the engine arguments ask for; CliError if unusable."""
+    try:
+        pipeline = CallerPipeline(build_engine(args.engine), controls_from_args(args))
+        pipeline.set_prompt(prompt_from_arg(args.prompt))
+    except (ReferenceError, PromptError, ValueError, KeyError) as exc:
+        raise CliError(str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__) from None
+    return pipeline

@@ -1,0 +1,111 @@
+"""``streamfx camera``: filter a local camera (or a looping file) into a virtual camera,
+a preview window and/or a video file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import CliError
+from .common import add_engine_args, pipeline_from_args
+from ..io import virtual_camera
+from ..io.camera_source import CameraSource
+from ..io.encoding import VideoWriter
+from ..io.errors import MediaError
+from ..pipeline.timing import StageTimer
+
+PREVIEW_WINDOW = "StreamFX (q to quit)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "camera", help="filter a local camera into a virtual camera",
+        description="Read a camera (index) or a video file (looped at its frame rate), filter it and "
+                    "publish it to a virtual camera (--virtual), a window (--preview) and/or a file (--output).")
+    parser.add_argument("--source", default="0", help="camera index (0, 1, ...) or a video file (default 0)")
+    parser.add_argument("--virtual", action="store_true", help="publish to a virtual camera (pyvirtualcam)")
+    parser.add_argument("--device", default=None, help="virtual camera device, e.g. /dev/video10 (Linux)")
+    parser.add_argument("--preview", action="store_true", help="show the original and filtered video in a window")
+    parser.add_argument("--output", default=None, metavar="FILE", help="also write the filtered video to FILE")
+    parser.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N frames")
+    parser.add_argument("--width", type=int, default=None, help="requested camera width")
+    parser.add_argument("--height", type=int, default=None, help="requested camera height")
+    parser.add_argument("--fps", type=float, default=None, help="requested camera frame rate")
+    add_engine_args(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.virtual or args.preview or args.output):
+        raise CliError("nowhere to send the video: add --virtual, --preview or --output FILE")
+    if args.frames is not None and args.frames < 1:
+        raise CliError("--frames must be at least 1")
+    if args.preview and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
+                                                                    os.environ.get("WAYLAND_DISPLAY")):
+        raise CliError("--preview needs a display (DISPLAY is not set)")
+    try:
+        if args.virtual and args.device is None:
+            virtual_camera.check_available()  # before touching the camera: the likelier problem
+        pipeline = pipeline_from_args(args)
+    except MediaError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        with CameraSource(args.source, width=args.width, height=args.height, fps=args.fps) as source:
+            frames, seconds = _loop(args, source, pipeline)
+    except MediaError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        pipeline.close()
+    ms = pipeline.stats.stage_ms.get("engine")
+    mean = f", engine {np.mean(ms):.1f} ms/frame" if ms else ""
+    print(f"filtered {frames} frames in {seconds:.1f} s{mean} (engine {pipeline.engine.name})")
+    return 0
+
+
+def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int, float]:
+    width, height = source.size
+    vcam = virtual_camera.VirtualCamera(width, height, source.fps, args.device) if args.virtual else None
+    writer = VideoWriter(args.output, width, height, source.fps) if args.output else None
+    started = time.monotonic()
+    frames = 0
+    try:
+        while args.frames is None or frames < args.frames:
+            frame = source.read()
+            timer = StageTimer()
+            out = pipeline.process(frame, timer)
+            pipeline.stats.record(timer, sum(timer.ms.values()))
+            frames += 1
+            pipeline.stats.frames_in = pipeline.stats.frames_out = frames
+            if vcam is not None:
+                vcam.send(out)
+            if writer is not None:
+                writer.write(out, None if source.is_file else time.monotonic() - started)
+            if args.preview and not _show(frame, out):
+                break
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+            writer = None
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+        if vcam is not None:
+            vcam.close()
+        if args.preview:
+            import cv2
+            cv2.destroyAllWindows()
+    return frames, time.monotonic() - started
+
+
+def _show(original: np.ndarray, filtered: np.ndarray) -> bool:
+    """Show both frames side by side; False when the user closes the window (q / Esc)."""
+    import cv2
+    cv2.imshow(PREVIEW_WINDOW, cv2.cvtColor(np.hstack([original, filtered]), cv2.COLOR_RGB2BGR))
+    return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)

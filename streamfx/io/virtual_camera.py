@@ -1,0 +1,95 @@
+"""Publishing frames to a virtual camera with pyvirtualcam (imported lazily).
+
+Linux needs a v4l2loopback device; Windows and macOS use OBS Studio's Virtual Camera.
+Every failure to find one becomes a :class:`VirtualCameraError` whose one line says how to
+create it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from .. import log
+from .errors import VirtualCameraError
+
+logger = log.get(__name__)
+
+INSTALL_HINT = "pyvirtualcam is not installed: pip install 'streamfx[virtualcam]'"
+LINUX_HINT = ("no virtual camera device found: create one with "
+              "`sudo modprobe v4l2loopback exclusive_caps=1 card_label=StreamFX` "
+              "(Debian/Ubuntu: `sudo apt install v4l2loopback-dkms` first)")
+OTHER_HINT = ("no virtual camera found: install OBS Studio and start its Virtual Camera once "
+              "(Start Virtual Camera), then try again")
+SYSFS_VIRTUAL = Path("/sys/devices/virtual/video4linux")
+
+
+def _hint() -> str:
+    return LINUX_HINT if sys.platform.startswith("linux") else OTHER_HINT
+
+
+def _import() -> ModuleType:
+    try:
+        import pyvirtualcam
+    except ImportError:
+        raise VirtualCameraError(INSTALL_HINT) from None
+    return pyvirtualcam
+
+
+def loopback_devices() -> list[str]:
+    """Linux: the /dev/videoN nodes that are v4l2loopback devices (virtual video4linux)."""
+    if SYSFS_VIRTUAL.is_dir():
+        names = sorted(p.name for p in SYSFS_VIRTUAL.glob("video*"))
+    elif Path("/sys/class/video4linux").is_dir():
+        names = []  # sysfs is there and lists no virtual device
+    else:
+        names = sorted(p.name for p in Path("/dev").glob("video*"))  # no sysfs: let pyvirtualcam decide
+    return [f"/dev/{n}" for n in names if Path(f"/dev/{n}").exists()]
+
+
+def check_available() -> None:
+    """Raise :class:`VirtualCameraError` early if no virtual camera can be opened here."""
+    _import()
+    if sys.platform.startswith("linux") and not loopback_devices():
+        raise VirtualCameraError(LINUX_HINT)
+
+
+class VirtualCamera:
+    """A virtual camera of a fixed size and rate that accepts RGB uint8 frames (H, W, 3)."""
+
+    def __init__(self, width: int, height: int, fps: float, device: str | None = None) -> None:
+        pyvirtualcam = _import()
+        if device is None:
+            check_available()
+        try:
+            self.camera = pyvirtualcam.Camera(width=width, height=height, fps=fps, device=device,
+                                              fmt=pyvirtualcam.PixelFormat.RGB)
+        except (RuntimeError, OSError, ValueError) as exc:
+            text = " ".join(str(exc).split())
+            if device is None or "not found" in text.lower() or "no v4l2 loopback" in text.lower():
+                raise VirtualCameraError(f"{_hint()} ({text})" if device else _hint()) from None
+            raise VirtualCameraError(f"cannot open virtual camera {device}: {text}") from None
+        self.width, self.height, self.fps = width, height, fps
+        self.device = self.camera.device
+        logger.info("virtual camera opened", extra={"device": self.device, "size": f"{width}x{height}"})
+
+    def send(self, frame: np.ndarray) -> None:
+        """Publish one RGB uint8 frame (height, width, 3)."""
+        if frame.shape != (self.height, self.width, 3):
+            raise ValueError(f"frame is {frame.shape}; the virtual camera takes {(self.height, self.width, 3)}")
+        self.camera.send(np.ascontiguousarray(frame))
+
+    def sleep_until_next_frame(self) -> None:
+        self.camera.sleep_until_next_frame()
+
+    def close(self) -> None:
+        self.camera.close()
+
+    def __enter__(self) -> "VirtualCamera":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

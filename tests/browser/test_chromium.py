@@ -1,0 +1,36 @@
+"""Headless Chromium end to end: fake camera -> page -> server -> page, with the round trip measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("STREAMFX_CHROMIUM", "/usr/bin/chromium")
+
+pytestmark = pytest.mark.browser
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing; .ci/run installs it (apt-get install -y chromium)")
+    pytestmark = [pytest.mark.browser, pytest.mark.skip(reason=f"{CHROMIUM} not installed (apt-get install -y chromium)")]
+
+
+def test_page_streams_through_server_in_chromium(tmp_path):
+    out = tmp_path / "rt.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.browser_roundtrip", "--sizes", "640x480",
+                           "--seconds", "4", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())["results"][0]
+    assert result["connection"] == "connected"
+    assert result["errors"] == []
+    assert result["received_size"] == [640, 480]
+    assert result["frames_received"] > 20
+    assert result["server_frames_out"] > 20, "the server's stats must report processed frames"
+    assert "engine" in result["server_stages_ms"]
+    assert result["round_trip_ms"]["n"] > 10, "stamped frames must come back readable"
