@@ -1,0 +1,161 @@
+"""TensorRT 10 engines: FP16 builds from ONNX with a timing cache, run on torch CUDA tensors.
+
+Why no pycuda: torch already owns a CUDA context, an allocator and streams. Engine inputs
+and outputs are torch CUDA tensors whose ``data_ptr()`` goes straight to
+``set_tensor_address``, and ``execute_async_v3`` runs on torch's current stream. A second
+CUDA wrapper would add another context to keep in sync and copies through host memory.
+
+Install with ``pip install 'streamfx[tensorrt]'`` on a machine with an NVIDIA GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+
+from ... import log
+from ..base import Backend, BackendUnavailable, GraphSpec, Runner
+
+logger = log.get(__name__)
+_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
+                 "INT64": torch.int64, "BOOL": torch.bool, "INT8": torch.int8, "UINT8": torch.uint8}
+
+
+def _trt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendUnavailable("TensorRT is not installed (pip install 'streamfx[tensorrt]')") from None
+    if int(trt.__version__.split(".")[0]) < 10:
+        raise BackendUnavailable(f"TensorRT {trt.__version__} is too old; version 10 is needed")
+    return trt
+
+
+def fingerprint() -> str:
+    """GPU name, compute capability and TensorRT version: what an engine is only valid for."""
+    trt = _trt()
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()}|sm{major}{minor}|trt{trt.__version__}"
+
+
+def _progress_monitor(trt, title: str):
+    """A TensorRT progress monitor showing each build phase as a tqdm bar (builds take minutes).
+
+    The class is defined here because its base class comes from the lazily imported module.
+    """
+    from tqdm import tqdm
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, tqdm] = {}
+            self.lock = threading.Lock()
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            with self.lock:
+                self.bars[phase_name] = tqdm(total=num_steps, desc=f"{title}: {phase_name}", leave=False,
+                                             position=len(self.bars))
+
+        def step_complete(self, phase_name, step):
+            with self.lock:
+                bar = self.bars.get(phase_name)
+                if bar is not None:
+                    bar.update(1)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            with self.lock:
+                bar = self.bars.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+
+    return Monitor()
+
+
+class _TrtRunner(Runner):
+    def __init__(self, engine, spec: GraphSpec) -> None:
+        trt = _trt()
+        self.engine, self.spec = engine, spec
+        self.context = engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in self.names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in self.names if n not in self.inputs]
+        self.dtypes = {n: _TORCH_DTYPES[engine.get_tensor_dtype(n).name] for n in self.names}
+        # Static shapes per preset: outputs are allocated once and reused every frame.
+        self.out_buffers = {n: torch.empty(tuple(engine.get_tensor_shape(n)), dtype=self.dtypes[n], device="cuda")
+                            for n in self.outputs}
+        for name, buf in self.out_buffers.items():
+            self.context.set_tensor_address(name, buf.data_ptr())
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        keep = []
+        with torch.cuda.stream(self.stream):
+            for name in self.inputs:
+                t = inputs[name].to(device="cuda", dtype=self.dtypes[name]).contiguous()
+                keep.append(t)
+                self.context.set_input_shape(name, tuple(t.shape))
+                self.context.set_tensor_address(name, t.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError(f"TensorRT execution of {self.spec.name} failed")
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return {name: buf.clone() for name, buf in self.out_buffers.items()}
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    suffix = ".plan"
+
+    def __init__(self, fp16: bool = True, workspace_gb: float = 4.0, timing_cache: Path | None = None) -> None:
+        self.fp16, self.workspace = fp16, int(workspace_gb * (1 << 30))
+        self.timing_cache = timing_cache
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        try:
+            _trt()
+        except BackendUnavailable as exc:
+            return False, str(exc)
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU is visible to torch"
+        return True, ""
+
+    def build(self, onnx_path: Path, spec: GraphSpec, out_dir: Path) -> Path:
+        trt = _trt()
+        trt_logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(trt_logger)
+        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        parser = trt.OnnxParser(network, trt_logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BackendUnavailable(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
+        if self.fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        cache_path = self.timing_cache or out_dir / f"timing-{_safe(fingerprint())}.cache"
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        config.progress_monitor = _progress_monitor(trt, spec.name)
+        logger.warning("building TensorRT engine (this takes minutes)", extra={"graph": spec.name})
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise BackendUnavailable(f"TensorRT failed to build {spec.name}; run with -vv for its log")
+        cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+        out = out_dir / f"{onnx_path.stem}.plan"
+        out.write_bytes(memoryview(plan))
+        return out
+
+    def load(self, artefact: Path, spec: GraphSpec) -> Runner:
+        trt = _trt()
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        engine = runtime.deserialize_cuda_engine(artefact.read_bytes())
+        if engine is None:
+            raise BackendUnavailable(f"{artefact.name} was built for another GPU or TensorRT version; rebuild it")
+        return _TrtRunner(engine, spec)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)

@@ -1,0 +1,72 @@
+"""The engine cache in ``engines/``: built artefacts and a manifest that says what built them.
+
+An artefact is only reused when its key matches: the graph, its ONNX file's hash, the
+backend, and the backend's hardware/version fingerprint (for TensorRT: GPU name, compute
+capability and TensorRT version). Anything else rebuilds instead of crashing on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"
+MANIFEST = "manifest.json"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    graph: str
+    onnx_sha256: str
+    backend: str
+    fingerprint: str  # e.g. "NVIDIA A10G|sm86|trt10.3.0"; "cpu" for CPU runtimes
+
+    def slug(self) -> str:
+        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.fingerprint)[:40]
+        return f"{self.graph}.{self.backend}.{safe}.{h}"
+
+
+class EngineCache:
+    def __init__(self, root: Path = ENGINES_DIR) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return {"entries": {}}
+
+    def lookup(self, key: CacheKey) -> Path | None:
+        entry = self.manifest()["entries"].get(key.slug())
+        if entry is None:
+            return None
+        path = self.root / entry["file"]
+        return path if path.exists() else None
+
+    def record(self, key: CacheKey, artefact: Path, **extra) -> None:
+        data = self.manifest()
+        data["entries"][key.slug()] = {"file": artefact.name, "key": asdict(key),
+                                       "built": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.manifest_path)
+
+    def path_for(self, key: CacheKey, suffix: str) -> Path:
+        return self.root / f"{key.slug()}{suffix}"
