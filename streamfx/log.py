@@ -41,8 +41,33 @@ def _quote(value: object) -> str:
     return f'"{text}"' if (" " in text or not text) else text
 
 
+def silence_native_stderr() -> None:
+    """Send native libraries' direct writes to fd 2 (TFLite/absl banners from mediapipe) to
+    /dev/null, while Python's ``sys.stderr`` (our logs, errors, progress bars) keeps the
+    real stream. Idempotent; ``-vv`` or ``STREAMFX_NATIVE_LOGS=1`` leaves fd 2 alone."""
+    global _native_silenced
+    if _native_silenced or sys.stderr is not sys.__stderr__:
+        return  # already done, or stderr is captured (tests): leave it alone
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                               errors="backslashreplace")
+        _native_silenced = True
+    except (OSError, ValueError, AttributeError):
+        pass  # no real fd 2 (embedded, captured): nothing to silence
+
+
+_native_silenced = False
+
+
 def setup(verbosity: int = 0) -> None:
     """Configure the ``streamfx`` logger; 0 = warnings, 1 = info, 2+ = debug."""
+    if verbosity < 2 and os.environ.get("STREAMFX_NATIVE_LOGS") != "1":
+        silence_native_stderr()
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(max(verbosity, 0), 2)]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_KeyValueFormatter(os.environ.get("STREAMFX_LOG_JSON") == "1"))
