@@ -74,19 +74,33 @@ class Engine(ABC):
         """Release shared resources."""
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run here (e.g. no weights); the message says how to fix it."""
+
+
 EngineFactory = Callable[[], Engine]
-_REGISTRY: dict[str, EngineFactory] = {}
+Readiness = Callable[[], "str | None"]  # None when usable, else the one-line reason
+_REGISTRY: dict[str, tuple[EngineFactory, Readiness]] = {}
 
 
-def register(name: str, factory: EngineFactory) -> None:
-    _REGISTRY[name] = factory
+def register(name: str, factory: EngineFactory, readiness: Readiness = lambda: None) -> None:
+    _REGISTRY[name] = (factory, readiness)
 
 
 def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def unusable_reason(name: str) -> str | None:
+    """Why ``name`` cannot run here, or None when it can (cheap: no model is loaded)."""
+    return _REGISTRY[name][1]()
+
+
 def create(name: str) -> Engine:
     if name not in _REGISTRY:
         raise KeyError(f"unknown engine {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]()
+    factory, readiness = _REGISTRY[name]
+    reason = readiness()
+    if reason is not None:
+        raise EngineUnavailable(reason)
+    return factory()

@@ -8,6 +8,8 @@ from . import engines as _builtin  # noqa: F401  (registers the built-in engines
 from .engine import Engine
 
 logger = log.get(__name__)
+#: ``auto`` takes the first usable engine: 3DPE when weights are imported, else the mesh engine.
+AUTO_ORDER = ("3dpe", "mesh", "overlay")
 
 
 def resolve(name: str) -> str:
@@ -16,15 +18,10 @@ def resolve(name: str) -> str:
         if name not in registry.available():
             raise ValueError(f"unknown engine {name!r}; available: auto, {', '.join(registry.available())}")
         return name
-    for candidate in ("3dpe", "mesh", "overlay"):
-        if candidate in registry.available() and _usable(candidate):
+    for candidate in AUTO_ORDER:
+        if candidate in registry.available() and registry.unusable_reason(candidate) is None:
             return candidate
     return "overlay"
-
-
-def _usable(name: str) -> bool:
-    check = getattr(registry, "usable", None)
-    return bool(check(name)) if check else True
 
 
 def build_engine(name: str = "auto") -> Engine:

@@ -8,7 +8,6 @@ fails. :class:`CallerRegistry` enforces the caller limit and closes everyone on 
 from __future__ import annotations
 
 import asyncio
-import difflib
 import secrets
 from concurrent.futures import Executor
 from typing import Callable
@@ -19,6 +18,7 @@ from .. import log
 from ..pipeline.engine import Engine, PromptError
 from ..pipeline.processor import CallerPipeline
 from ..pipeline.prompts import ReferenceError, ReferenceLimits, image_prompt, preset_prompt
+from ..pipeline.styles import match_name
 from . import control
 from .config import ServerConfig
 from .security import RateLimiter
@@ -113,7 +113,7 @@ class Caller:
         if isinstance(command, control.ClearPrompt):
             prompt = None
         elif isinstance(command, control.SetPromptName):
-            prompt = preset_prompt(self._match_preset(command.name, command.fuzzy))
+            prompt = preset_prompt(match_name(command.name, self.engine.presets(), command.fuzzy))
         else:
             assert isinstance(command, control.SetPromptImage)
             prompt = None
@@ -123,23 +123,6 @@ class Caller:
                 ref_limits = ReferenceLimits(limits.max_reference_bytes, limits.max_reference_pixels)
                 prompt = await loop.run_in_executor(self.executor, image_prompt, command.data, "upload", ref_limits)
             await loop.run_in_executor(self.executor, self.pipeline.set_prompt, prompt)
-
-    def _match_preset(self, name: str, fuzzy: bool) -> str:
-        presets = self.engine.presets()
-        if name in presets:
-            return name
-        lowered = {p.lower(): p for p in presets}
-        if name.lower() in lowered:
-            return lowered[name.lower()]
-        if fuzzy:
-            close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.4)
-            if close:
-                return lowered[close[0]]
-            hits = [p for low, p in lowered.items() if low in name.lower() or name.lower() in low]
-            if hits:
-                return hits[0]
-        known = ", ".join(presets) or "none"
-        raise PromptError(f"no preset matches {name!r}; known presets: {known}")
 
     # -- stats and lifetime ---------------------------------------------------------------
     def summary(self) -> dict:
