@@ -40,18 +40,37 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _chosen_engine(requested: str) -> str:
+    """The engine ``requested`` resolves to; a one-line error when it cannot run here."""
+    from ..pipeline import engine as registry
+    from ..pipeline.select import resolve
+
+    try:
+        name = resolve(requested)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    reason = registry.unusable_reason(name)
+    if reason is not None:
+        raise CliError(reason)
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     token = args.token
     if not _is_loopback(args.host) and not token:
         token = new_token()
     if args.max_callers < 1:
         raise CliError("--max-callers must be at least 1")
+    engine = _chosen_engine(args.engine)
     config = ServerConfig(host=args.host, port=args.port, token=token, ice_loopback=args.ice_loopback,
                           ice_servers=tuple(args.ice_server), allowed_origins=tuple(args.allow_origin),
-                          engine=args.engine, limits=Limits(max_callers=args.max_callers))
+                          engine=engine, limits=Limits(max_callers=args.max_callers))
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown_host}:{args.port}/" + (f"?token={token}" if token else "")
-    print(f"StreamFX serving on {url}  (engine: {args.engine}; Ctrl-C to stop)", flush=True)
+    print(f"StreamFX serving on {url}  (engine: {engine}; Ctrl-C to stop)", flush=True)
+    if engine != "3dpe":
+        print("  3DPE weights not imported: using the weight-free engine. "
+              "See the README (streamfx weights import) for 3DPE.", flush=True)
     try:
         web.run_app(create_app(config), host=args.host, port=args.port, print=None,
                     handle_signals=True, shutdown_timeout=5.0)

@@ -45,7 +45,7 @@ class ServerState:
         loop = asyncio.get_running_loop()
         try:
             self.engine = await loop.run_in_executor(self.executor, build_engine, self.config.engine)
-            logger.warning("engine ready", extra={"engine": self.engine.name})
+            logger.info("engine ready", extra={"engine": self.engine.name})
         except Exception as exc:  # noqa: BLE001 - reported on /api/info and /offer
             self.engine_error = f"{type(exc).__name__}: {exc}"
             logger.error("engine failed to load", extra={"error": self.engine_error})

@@ -3,6 +3,20 @@
 from ..engine import register
 from .overlay import OverlayEngine
 
+
+def _threedpe():
+    from .threedpe.engine import ThreeDPEEngine
+
+    return ThreeDPEEngine()
+
+
+def _threedpe_readiness():
+    from .threedpe.engine import readiness
+
+    return readiness()
+
+
 register("overlay", OverlayEngine)
+register("3dpe", _threedpe, _threedpe_readiness)
 
 __all__ = ["OverlayEngine"]
