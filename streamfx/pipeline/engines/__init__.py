@@ -1,6 +1,7 @@
 """Built-in engines. Importing this package registers them with :mod:`streamfx.pipeline.engine`."""
 
 from ..engine import register
+from .mesh import MeshEngine
 from .overlay import OverlayEngine
 
 
@@ -17,6 +18,7 @@ def _threedpe_readiness():
 
 
 register("overlay", OverlayEngine)
+register("mesh", MeshEngine)
 register("3dpe", _threedpe, _threedpe_readiness)
 
-__all__ = ["OverlayEngine"]
+__all__ = ["MeshEngine", "OverlayEngine"]

@@ -1,0 +1,51 @@
+"""Typed settings of the weight-free ``mesh`` engine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ....face import FaceConfig
+
+
+def default_styles_dir() -> Path:
+    """``$STREAMFX_STYLES`` or ``~/.config/streamfx/styles`` (never created here)."""
+    env = os.environ.get("STREAMFX_STYLES")
+    return Path(env).expanduser() if env else Path("~/.config/streamfx/styles").expanduser()
+
+
+@dataclass(frozen=True)
+class MeshEngineConfig:
+    """Everything the mesh engine can be tuned with.
+
+    Distances given as fractions are relative to the face size ``F`` (the larger side of
+    the landmarks' bounding box), so nothing depends on the frame resolution.
+    """
+
+    face: FaceConfig = field(default_factory=FaceConfig)
+    # --- re-posing
+    max_rotation_deg: float = 25.0  # the largest yaw / pitch change the live texture supports
+    pivot_depth: float = 0.0  # rotation centre on the head's z axis, in head units (0 = canonical origin)
+    mirror_cos: tuple[float, float] = (0.15, 0.45)  # vertices seen more obliquely than this borrow their mirror's texture
+    mirror_border: float = 0.06  # the mirror blend reaches this far past the mesh border, in F
+    fade: float = 0.2  # the displacement around the face falls to zero over this many F
+    min_rotation_deg: float = 0.25  # smaller pose changes are not rendered (follow mode is exact)
+    # --- dense maps
+    grid_face_px: int = 80  # the face is rasterised at this many grid pixels across
+    # --- appearance transfer
+    atlas_size: int = 256  # side of the reference's unwrapped face texture (UV atlas)
+    shading_sigma: float = 0.10  # caller shading / reference albedo split scale, in F
+    edge_feather: float = 0.04  # soft inner border of the edited face region, in F
+    feature_keep_dilate: float = 0.02  # open eyes / mouth kept with this margin, in F
+    min_visible_cos: float = 0.25  # reference triangles seen more obliquely are filled in
+    # --- looks (no reference)
+    look_face_px: int = 112  # the named looks are computed with the face this many pixels across
+    # --- prompts
+    styles_dir: Path | None = None  # None: :func:`default_styles_dir`
+    prompt_cache: int = 8  # prepared references kept for reuse across callers
+    # --- time
+    frame_rate: float | None = None  # None: wall-clock timestamps; else frame n is at n / frame_rate s
+
+    def resolved_styles_dir(self) -> Path:
+        return Path(self.styles_dir).expanduser() if self.styles_dir is not None else default_styles_dir()

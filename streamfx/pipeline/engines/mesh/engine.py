@@ -1,0 +1,220 @@
+"""The ``mesh`` engine: weight-free, CPU real-time 3D-aware re-posing and appearance edits.
+
+Per frame: track (the face stack's One-Euro-smoothed 478-point mesh), render (rotate the
+mesh to the target pose, rasterise it with a depth buffer, re-render the live texture
+through one dense map), edit (reference appearance or a named look), composite (paste the
+working rectangle back).  Frames without a face pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from .... import log
+from ....face import FaceError, FaceTracker
+from ...controls import Controls, Prompt
+from ...engine import Engine, EngineSession, PromptError
+from ...prompts import ReferenceError, ReferenceLimits, decode_reference
+from ...timing import StageTimer
+from .appearance import ReferenceAppearance, unwrap
+from .config import MeshEngineConfig
+from .geometry import make_grid, plan_pose
+from .looks import LOOKS, Look
+from .raster import rasterize
+from .topology import facing, render_mesh, with_skirt
+from .warp import mirror_weights, render
+
+logger = log.get(__name__)
+
+Edit = Union[ReferenceAppearance, Look]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+WEIGHTS_HINT = "For the full 3DPE model, import its weights: streamfx weights import PATH/3dpe.pt"
+
+
+class MeshEngine(Engine):
+    name = "mesh"
+    description = ("Weight-free 3D-aware re-posing and appearance edits on the tracked face mesh "
+                   "(CPU, real time; rotations clamped to about +-25 degrees).")
+
+    def __init__(self, config: MeshEngineConfig | None = None) -> None:
+        self.config = config or MeshEngineConfig()
+        self._lock = threading.Lock()
+        self._photo_tracker: FaceTracker | None = None
+        self._cache: OrderedDict[str, ReferenceAppearance] = OrderedDict()
+        render_mesh()  # build the topology once, up front
+
+    # ------------------------------------------------------------------ presets
+    def styles(self) -> dict[str, Path]:
+        """Style name -> image file in the styles folder (empty when there is none)."""
+        folder = self.config.resolved_styles_dir()
+        if not folder.is_dir():
+            return {}
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return {p.stem: p for p in files}
+
+    def presets(self) -> list[str]:
+        return list(LOOKS) + [s for s in self.styles() if s not in LOOKS]
+
+    def info(self) -> dict[str, Any]:
+        data = super().info()
+        data.update({"max_rotation_deg": self.config.max_rotation_deg, "weights_hint": WEIGHTS_HINT})
+        return data
+
+    # ------------------------------------------------------------------ prompts
+    def prepare(self, prompt: Prompt | None) -> Edit | None:
+        """The edit a prompt asks for (heavy for references: tracking and unwrapping), cached.
+
+        Raises :class:`PromptError` with a one-line message when the prompt cannot be used.
+        """
+        if prompt is None:
+            return None
+        if prompt.kind == "preset":
+            return self._preset(prompt.name)
+        if prompt.image is None:
+            raise PromptError("image prompt without an image")
+        return self._reference(prompt.image, prompt.name, prompt.key)
+
+    def _preset(self, name: str) -> Edit:
+        wanted = name.strip().lower()
+        if wanted in LOOKS:
+            return Look(wanted)
+        styles = self.styles()
+        by_lower = {k.lower(): k for k in styles}
+        match = by_lower.get(wanted)
+        if match is None:
+            close = difflib.get_close_matches(wanted, list(by_lower) + list(LOOKS), n=1, cutoff=0.6)
+            if not close:
+                raise PromptError(f"unknown preset {name!r}; choose one of {', '.join(self.presets())}")
+            if close[0] in LOOKS:
+                return Look(close[0])
+            match = by_lower[close[0]]
+        path = styles[match]
+        try:
+            data = path.read_bytes()
+            image = decode_reference(data, ReferenceLimits())
+        except (OSError, ReferenceError) as exc:
+            raise PromptError(f"style {match!r} cannot be read: {exc}") from None
+        return self._reference(image, match, f"style:{path}:{path.stat().st_mtime_ns}")
+
+    def _reference(self, image: np.ndarray, name: str, key: str) -> ReferenceAppearance:
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+            raise PromptError("reference image must be an RGB image")
+        with self._lock:
+            if key and key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            if self._photo_tracker is None:
+                self._photo_tracker = FaceTracker(self.config.face, static_image=True)
+            result = self._photo_tracker.update(np.ascontiguousarray(image))
+        if result.face is None:
+            raise PromptError("no face found in the reference image; use a photo with one clearly visible face")
+        ref = unwrap(image, result.face.landmarks, name, self.config)
+        if key:
+            with self._lock:
+                self._cache[key] = ref
+                while len(self._cache) > self.config.prompt_cache:
+                    self._cache.popitem(last=False)
+        return ref
+
+    def open_session(self) -> "MeshSession":
+        return MeshSession(self)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._photo_tracker is not None:
+                self._photo_tracker.close()
+                self._photo_tracker = None
+            self._cache.clear()
+
+
+class MeshSession(EngineSession):
+    """One caller: a video face tracker, the active edit and the last frame's state."""
+
+    def __init__(self, engine: MeshEngine) -> None:
+        self.engine = engine
+        self.cfg = engine.config
+        self.mesh = render_mesh()
+        self.tracker = FaceTracker(self.cfg.face)
+        self._edit: Edit | None = None
+        self._frames = 0
+        self._face = "none"
+        self._clamped = False
+        self._target: tuple[float, float] | None = None
+
+    def set_prompt(self, prompt: Prompt | None) -> None:
+        edit = self.engine.prepare(prompt)  # heavy; raises PromptError and keeps the old edit
+        self._edit = edit  # one assignment: the frame thread sees either the old or the new edit
+
+    def _timestamp(self) -> float:
+        self._frames += 1
+        if self.cfg.frame_rate:
+            return self._frames / self.cfg.frame_rate
+        return time.monotonic()
+
+    def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
+        try:
+            with timer.stage("track"):
+                result = self.tracker.update(frame, self._timestamp())
+        except FaceError:  # not an (H, W, 3) uint8 frame: nothing to do with it
+            return frame
+        self._face = result.status
+        face = result.face
+        if face is None:
+            self._clamped, self._target = False, None
+            return frame
+        edit = self._edit
+        strength = float(np.clip(controls.strength, 0.0, 1.0))
+        active = edit if strength > 0.0 else None
+        with timer.stage("render"):
+            verts = with_skirt(face.landmarks, self.mesh)
+            plan = plan_pose(face, verts, controls.pose, self.cfg)
+            self._clamped, self._target = plan.clamped, plan.target_deg
+            if not plan.moves and active is None:
+                return frame
+            grid = make_grid(frame.shape[:2], self.cfg, verts, plan.target)
+            if grid is None:
+                return frame
+            raster = rasterize(grid.to_grid(plan.target), plan.target[:, 2], self.mesh.tris, (grid.gh, grid.gw),
+                               keep=facing(plan.target[:, :2], self.mesh))
+            # every per-vertex attribute the frame needs, interpolated in one pass:
+            # live position (2), mirror's live position (2), mirror weight (1), UV (2)
+            attrs = np.empty((len(verts), 7), np.float32)
+            attrs[:, 0:2] = verts[:, :2]
+            attrs[:, 2:4] = verts[self.mesh.mirror, :2]
+            attrs[:, 4] = mirror_weights(verts, self.mesh, self.cfg) if plan.moves else 0.0
+            attrs[:, 5:7] = self.mesh.uv
+            surface = raster.interpolate(attrs, self.mesh.tris)
+            if plan.moves:
+                roi = render(frame, grid, raster.covered, surface[..., 0:2], surface[..., 2:4], surface[..., 4], self.cfg)
+            else:
+                roi = frame[grid.y0:grid.y1, grid.x0:grid.x1].copy()
+        if active is not None:
+            with timer.stage("edit"):
+                roi = active.apply(roi, raster, grid, self.mesh, strength, self.cfg, surface[..., 5:7])
+        with timer.stage("composite"):
+            out = frame.copy()
+            out[grid.y0:grid.y1, grid.x0:grid.x1] = roi
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        edit = self._edit
+        return {
+            "face": self._face,
+            "pose_clamped": self._clamped,
+            "target_pose_deg": [round(a, 1) for a in self._target] if self._target else None,
+            "edit": f"{edit.kind}:{edit.name}" if edit is not None else None,
+        }
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self._face, self._clamped, self._target = "none", False, None
+
+    def close(self) -> None:
+        self.tracker.close()

@@ -1,0 +1,96 @@
+"""Smooth image-space fields on small grids: hole filling, masked blur, fall-off."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def push_pull(values: np.ndarray, mask: np.ndarray, min_size: int = 4) -> np.ndarray:
+    """Fill ``values`` (H, W, C) float32 where ``mask`` (H, W) is 0, smoothly.
+
+    Pixels with mask 1 keep their value exactly; the rest are filled from a pyramid of
+    mask-weighted averages (push-pull), so the fill is continuous at the mask border.
+    """
+    v = values.astype(np.float32) * mask[..., None]
+    m = mask.astype(np.float32)
+    levels = [(v, m)]
+    while min(levels[-1][1].shape) > min_size:
+        v, m = cv2.pyrDown(v), cv2.pyrDown(m)
+        if v.ndim == 2:
+            v = v[..., None]
+        levels.append((v, m))
+    v, m = levels[-1]
+    filled = v / np.maximum(m, 1e-6)[..., None]
+    if not np.any(m > 0):
+        filled[:] = 0.0
+    for v, m in reversed(levels[:-1]):
+        up = cv2.resize(filled, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_LINEAR)
+        if up.ndim == 2:
+            up = up[..., None]
+        alpha = np.clip(m, 0.0, 1.0)[..., None]
+        filled = v / np.maximum(m, 1e-6)[..., None] * alpha + up * (1.0 - alpha)
+    return filled
+
+
+def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian average of ``values`` (H, W[, C]) over ``mask`` (H, W) only (normalised convolution)."""
+    m = mask.astype(np.float32)
+    k = 2 * int(round(1.25 * sigma)) + 1  # stack blur of this size ~ a Gaussian of ``sigma``, O(1) per pixel
+    num = cv2.stackBlur(values.astype(np.float32) * (m[..., None] if values.ndim == 3 else m), (k, k))
+    den = cv2.stackBlur(m, (k, k))
+    den = np.maximum(den, 1e-4)
+    return num / (den[..., None] if values.ndim == 3 else den)
+
+
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """0 for x <= 0, 1 for x >= 1, C1-smooth in between."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+class Extension:
+    """Continues fields defined on ``covered`` (H, W) bool to the pixels around it.
+
+    Just outside the covered region each pixel takes its nearest covered value (so the
+    field stays continuous at the border); further out the field relaxes to its blurred
+    self and, optionally, is weighted down to exactly zero at ``fade_px`` from the region.
+    The nearest-pixel lookup is computed once and shared by all fields of a frame.
+    """
+
+    def __init__(self, covered: np.ndarray) -> None:
+        self.covered = covered
+        outside = (~covered).astype(np.uint8)
+        self.empty = not covered.any()
+        if self.empty or not outside.any():
+            self.dist = np.zeros(covered.shape, np.float32)
+            self.index = np.arange(covered.size).reshape(covered.shape)
+            return
+        dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        sources = np.flatnonzero(outside.reshape(-1) == 0)  # label k marks the k-th covered pixel in scan order
+        self.dist = dist
+        self.index = sources[np.clip(labels.reshape(-1) - 1, 0, len(sources) - 1)]
+
+    def _weight(self, fade_px: float, box: tuple[int, int, int, int] | None) -> np.ndarray:
+        x0, y0, x1, y1 = box if box is not None else (0, 0, self.dist.shape[1], self.dist.shape[0])
+        return smoothstep(1.0 - self.dist[y0:y1, x0:x1] * (1.0 / max(fade_px, 1e-3)))
+
+    def extend(self, values: np.ndarray, fade_px: float | None, relax_px: float | None = None,
+               box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """values: (H, W, C) float32, meaningful on the covered pixels -> (H, W, C) float32,
+        or only its (x0, y0, x1, y1) ``box`` when given."""
+        x0, y0, x1, y1 = box if box is not None else (0, 0, values.shape[1], values.shape[0])
+        h, w, c = y1 - y0, x1 - x0, values.shape[2]
+        if self.empty:
+            return np.zeros((h, w, c), dtype=np.float32)
+        index = self.index.reshape(self.dist.shape)[y0:y1, x0:x1]
+        near = values.reshape(-1, c)[index.reshape(-1)].reshape(h, w, c).astype(np.float32, copy=False)
+        relax_px = relax_px if relax_px is not None else (fade_px / 2.0 if fade_px else 0.0)
+        if relax_px and relax_px > 0.5:
+            blurred = cv2.GaussianBlur(near, (0, 0), relax_px / 2.0).reshape(h, w, c)
+            near += (blurred - near) * smoothstep(self.dist[y0:y1, x0:x1] / relax_px)[..., None]
+        if fade_px is not None:
+            near *= self._weight(fade_px, box)[..., None]
+        cov = self.covered[y0:y1, x0:x1]
+        near[cov] = values[y0:y1, x0:x1][cov]
+        return near

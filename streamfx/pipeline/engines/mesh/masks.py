@@ -1,0 +1,83 @@
+"""Where an edit applies: a soft face mask on the grid, with open eyes and mouth kept."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .geometry import Grid
+from .raster import Raster
+from .topology import EYES, MOUTH, SKIN, RenderMesh
+
+
+def _disk(radius: float) -> np.ndarray:
+    r = max(int(round(radius)), 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def groups(raster: Raster, mesh: RenderMesh) -> np.ndarray:
+    """(gh, gw) int8: the triangle group under each grid pixel, -1 where uncovered."""
+    return np.where(raster.covered, mesh.group[np.maximum(raster.tri, 0)], -1).astype(np.int8)
+
+
+def face_alpha(raster: Raster, mesh: RenderMesh, grid: Grid, feather: float, keep_dilate: float | None) -> np.ndarray:
+    """(gh, gw) float32 in [0, 1]: 1 inside the face, soft towards its border, exactly 0 outside.
+
+    feather: width of the soft border in face sizes; keep_dilate: if not None, the open
+    eyes and mouth (their closing strips have area only when open) are cut out with this
+    margin (face sizes), so the caller's own eyes and mouth show through.
+    """
+    g = groups(raster, mesh)
+    face = ((g == SKIN) | (g == EYES) | (g == MOUTH)).astype(np.uint8)
+    sigma = max(feather * grid.face_px, 0.5)
+    inner = cv2.erode(face, _disk(2.0 * sigma))
+    alpha = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), sigma) * face
+    if keep_dilate is not None:
+        keep = ((g == EYES) | (g == MOUTH)).astype(np.uint8)
+        if keep.any():
+            keep = cv2.dilate(keep, _disk(keep_dilate * grid.face_px))
+            soft = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), max(0.5 * keep_dilate * grid.face_px, 0.5))
+            alpha *= 1.0 - np.maximum(soft, keep)
+    return alpha
+
+
+Box = tuple[int, int, int, int]
+
+
+def grid_box(alpha: np.ndarray, pad: int = 2) -> Box | None:
+    """(x0, y0, x1, y1) grid rectangle around the non-zero pixels of ``alpha``, padded."""
+    ys, xs = np.nonzero(alpha > 0)
+    if ys.size == 0:
+        return None
+    h, w = alpha.shape
+    return max(int(xs.min()) - pad, 0), max(int(ys.min()) - pad, 0), min(int(xs.max()) + pad + 1, w), min(int(ys.max()) + pad + 1, h)
+
+
+def upsample_to_box(values: np.ndarray, gbox: Box, grid: Grid, box: Box) -> np.ndarray:
+    """Bilinear upsampling of grid ``values`` (gh', gw'[, C]), the grid rectangle ``gbox``,
+    onto the ROI rectangle ``box`` (consistent with ``cv2.resize`` of the whole grid;
+    zero outside ``gbox``)."""
+    sx, sy = grid.scale
+    x0, y0, x1, y1 = box
+    # ROI pixel (x, y) -> grid pixel ((x + 0.5) / sx - 0.5 - gx0, ...), as a dst -> src map
+    m = np.array([[1.0 / sx, 0.0, (x0 + 0.5) / sx - 0.5 - gbox[0]],
+                  [0.0, 1.0 / sy, (y0 + 0.5) / sy - 0.5 - gbox[1]]])
+    return cv2.warpAffine(values, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def frame_box(alpha: np.ndarray, grid: Grid) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) in ROI pixels covering every non-zero grid pixel of ``alpha`` (with its
+    bilinear footprint), or None when ``alpha`` is all zero."""
+    ys, xs = np.nonzero(alpha > 0)
+    if ys.size == 0:
+        return None
+    sx, sy = grid.scale
+    w, h = grid.size
+    x0 = max(int(np.floor((xs.min() - 1 + 0.5) * sx - 0.5)), 0)
+    y0 = max(int(np.floor((ys.min() - 1 + 0.5) * sy - 0.5)), 0)
+    x1 = min(int(np.ceil((xs.max() + 1 + 0.5) * sx - 0.5)) + 1, w)
+    y1 = min(int(np.ceil((ys.max() + 1 + 0.5) * sy - 0.5)) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
