@@ -66,7 +66,7 @@ def bench_session(engine, frames: list[np.ndarray], controls, prompt, n: int, wa
         session.set_prompt(prompt)
     times, stages = [], {}
     for i in range(n + warmup):
-        timer = StageTimer()
+        timer = StageTimer(timestamp_s=i / 25.0)
         start = time.perf_counter()
         session.process(frames[i % len(frames)], controls, timer)
         if i >= warmup:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from streamfx.pipeline.prompts import image_prompt, preset_prompt
 
     frames = frames_640x480(args.video)
-    engine = MeshEngine(MeshEngineConfig(frame_rate=25.0))
+    engine = MeshEngine(MeshEngineConfig())
     reference = image_prompt(args.style.read_bytes(), name=args.style.stem)
     frontal = Controls(pose=PoseMode("frontal"))
     configs = {

@@ -111,10 +111,10 @@ def _run(container: av.container.InputContainer, src: Path, dst: Path, pipeline:
                 for frame in packet.decode():
                     if max_frames and writer.frames >= max_frames:
                         break
-                    timer = StageTimer()
+                    t = None if frame.pts is None else float(frame.time) - start
+                    timer = StageTimer(timestamp_s=t if t is not None else writer.frames / float(fps))
                     with timer.stage("decode"):
                         rgb = frame.to_ndarray(format="rgb24")
-                    t = None if frame.pts is None else float(frame.time) - start
                     out = pipeline.process(rgb, timer)
                     with timer.stage("encode"):
                         writer.write(out, t)

@@ -17,10 +17,15 @@ class StageTimer:
 
     Engines time their own sub-stages (``track``, ``align``, ``encode``, ``render`` ...)
     with ``with timer.stage("render"):``; a stage entered twice adds up.
+
+    ``timestamp_s`` is the frame's time in seconds, for temporal filters: a file's
+    presentation time when processing a file (so smoothing does not depend on how fast
+    the machine is), else the monotonic clock when the frame arrived.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timestamp_s: float | None = None) -> None:
         self.ms: dict[str, float] = {}
+        self.timestamp_s = time.monotonic() if timestamp_s is None else float(timestamp_s)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -80,10 +80,14 @@ def mean_lab(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return lab[mask].mean(axis=0)
 
 
+_clock = iter(range(10**9))
+
+
 def run(session, frame: np.ndarray, controls: Controls, repeat: int = 1) -> np.ndarray:
+    """Process ``frame`` ``repeat`` times, as consecutive frames of a 25 fps video."""
     out = frame
     for _ in range(repeat):
-        out = session.process(frame, controls, StageTimer())
+        out = session.process(frame, controls, StageTimer(timestamp_s=next(_clock) / 25.0))
     assert out.shape == frame.shape and out.dtype == np.uint8
     return out
 
@@ -98,7 +102,7 @@ def png_bytes(image: np.ndarray | Image.Image, fmt: str = "PNG", **kw) -> bytes:
 # ---------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def engine():
-    eng = MeshEngine(MeshEngineConfig(frame_rate=25.0, styles_dir=Path("/nonexistent/streamfx-styles")))
+    eng = MeshEngine(MeshEngineConfig(styles_dir=Path("/nonexistent/streamfx-styles")))
     yield eng
     eng.close()
 

@@ -45,7 +45,6 @@ class MeshEngineConfig:
     styles_dir: Path | None = None  # None: :func:`default_styles_dir`
     prompt_cache: int = 8  # prepared references kept for reuse across callers
     # --- time
-    frame_rate: float | None = None  # None: wall-clock timestamps; else frame n is at n / frame_rate s
 
     def resolved_styles_dir(self) -> Path:
         return Path(self.styles_dir).expanduser() if self.styles_dir is not None else default_styles_dir()

@@ -143,7 +143,6 @@ class MeshSession(EngineSession):
         self.mesh = render_mesh()
         self.tracker = FaceTracker(self.cfg.face)
         self._edit: Edit | None = None
-        self._frames = 0
         self._face = "none"
         self._clamped = False
         self._target: tuple[float, float] | None = None
@@ -152,16 +151,10 @@ class MeshSession(EngineSession):
         edit = self.engine.prepare(prompt)  # heavy; raises PromptError and keeps the old edit
         self._edit = edit  # one assignment: the frame thread sees either the old or the new edit
 
-    def _timestamp(self) -> float:
-        self._frames += 1
-        if self.cfg.frame_rate:
-            return self._frames / self.cfg.frame_rate
-        return time.monotonic()
-
     def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
         try:
             with timer.stage("track"):
-                result = self.tracker.update(frame, self._timestamp())
+                result = self.tracker.update(frame, timer.timestamp_s)
         except FaceError:  # not an (H, W, 3) uint8 frame: nothing to do with it
             return frame
         self._face = result.status

@@ -152,7 +152,7 @@ class ThreeDPESession(EngineSession):
         start = time.perf_counter()
         self.frame_index += 1
         with timer.stage("track"):
-            result = self.tracker.update(frame, time.monotonic())
+            result = self.tracker.update(frame, timer.timestamp_s)
         self.status = result.status
         if result.switched:
             self.reset_temporal()
