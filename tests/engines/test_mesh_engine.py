@@ -242,7 +242,7 @@ def test_presets_list_looks_and_styles_folder(tmp_path):
         assert eng.prepare(preset_prompt("style_3")).name == "style_3"
         assert eng.prepare(preset_prompt("Style-3")).name == "style_3"  # closest name wins
         assert eng.prepare(preset_prompt("cartoon")).kind == "look"
-        with pytest.raises(PromptError, match="unknown preset 'zebra'.*cartoon.*style_2"):
+        with pytest.raises(PromptError, match="no style or preset matches 'zebra'.*cartoon.*style_2"):
             eng.prepare(preset_prompt("zebra"))
     finally:
         eng.close()

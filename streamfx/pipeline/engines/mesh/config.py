@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ....face import FaceConfig
-
-
-def default_styles_dir() -> Path:
-    """``$STREAMFX_STYLES`` or ``~/.config/streamfx/styles`` (never created here)."""
-    env = os.environ.get("STREAMFX_STYLES")
-    return Path(env).expanduser() if env else Path("~/.config/streamfx/styles").expanduser()
 
 
 @dataclass(frozen=True)
@@ -42,9 +35,6 @@ class MeshEngineConfig:
     # --- looks (no reference)
     look_face_px: int = 112  # the named looks are computed with the face this many pixels across
     # --- prompts
-    styles_dir: Path | None = None  # None: :func:`default_styles_dir`
+    styles_dir: Path | None = None  # None: streamfx.pipeline.styles.default_styles_dir()
     prompt_cache: int = 8  # prepared references kept for reuse across callers
     # --- time
-
-    def resolved_styles_dir(self) -> Path:
-        return Path(self.styles_dir).expanduser() if self.styles_dir is not None else default_styles_dir()

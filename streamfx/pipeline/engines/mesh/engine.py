@@ -8,7 +8,6 @@ working rectangle back).  Frames without a face pass through unchanged.
 
 from __future__ import annotations
 
-import difflib
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +20,8 @@ from .... import log
 from ....face import FaceError, FaceTracker
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
-from ...prompts import ReferenceError, ReferenceLimits, decode_reference
+from ...prompts import ReferenceError
+from ...styles import StyleLibrary, match_name
 from ...timing import StageTimer
 from .appearance import ReferenceAppearance, unwrap
 from .config import MeshEngineConfig
@@ -34,7 +34,6 @@ from .warp import mirror_weights, render
 logger = log.get(__name__)
 
 Edit = Union[ReferenceAppearance, Look]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 WEIGHTS_HINT = "For the full 3DPE model, import its weights: streamfx weights import PATH/3dpe.pt"
 
 
@@ -48,19 +47,12 @@ class MeshEngine(Engine):
         self._lock = threading.Lock()
         self._photo_tracker: FaceTracker | None = None
         self._cache: OrderedDict[str, ReferenceAppearance] = OrderedDict()
+        self.styles = StyleLibrary(self.config.styles_dir)
         render_mesh()  # build the topology once, up front
 
     # ------------------------------------------------------------------ presets
-    def styles(self) -> dict[str, Path]:
-        """Style name -> image file in the styles folder (empty when there is none)."""
-        folder = self.config.resolved_styles_dir()
-        if not folder.is_dir():
-            return {}
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return {p.stem: p for p in files}
-
     def presets(self) -> list[str]:
-        return list(LOOKS) + [s for s in self.styles() if s not in LOOKS]
+        return list(LOOKS) + [s for s in self.styles.names() if s not in LOOKS]
 
     def info(self) -> dict[str, Any]:
         data = super().info()
@@ -82,26 +74,14 @@ class MeshEngine(Engine):
         return self._reference(prompt.image, prompt.name, prompt.key)
 
     def _preset(self, name: str) -> Edit:
-        wanted = name.strip().lower()
-        if wanted in LOOKS:
-            return Look(wanted)
-        styles = self.styles()
-        by_lower = {k.lower(): k for k in styles}
-        match = by_lower.get(wanted)
-        if match is None:
-            close = difflib.get_close_matches(wanted, list(by_lower) + list(LOOKS), n=1, cutoff=0.6)
-            if not close:
-                raise PromptError(f"unknown preset {name!r}; choose one of {', '.join(self.presets())}")
-            if close[0] in LOOKS:
-                return Look(close[0])
-            match = by_lower[close[0]]
-        path = styles[match]
+        match = match_name(name, self.presets(), fuzzy=True)
+        if match in LOOKS:
+            return Look(match)
         try:
-            data = path.read_bytes()
-            image = decode_reference(data, ReferenceLimits())
+            image = self.styles.image(match)
         except (OSError, ReferenceError) as exc:
             raise PromptError(f"style {match!r} cannot be read: {exc}") from None
-        return self._reference(image, match, f"style:{path}:{path.stat().st_mtime_ns}")
+        return self._reference(image, match, f"style:{match}")
 
     def _reference(self, image: np.ndarray, name: str, key: str) -> ReferenceAppearance:
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
