@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from ..pipeline.controls import POSE_MODES, Controls, PoseMode
-from ..pipeline.engine import PromptError
+from ..pipeline.engine import EngineUnavailable, PromptError
 from ..pipeline.processor import CallerPipeline
 from ..pipeline.prompts import ReferenceError, prompt_from_arg
 from ..pipeline.select import build_engine
@@ -22,6 +24,20 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch", type=float, default=0.0, help="pitch in degrees (offset/fixed modes)")
     parser.add_argument("--quality", default="auto", help="quality preset (auto by default)")
     parser.add_argument("--strength", type=float, default=1.0, help="edit strength 0..1")
+    add_styles_arg(parser)
+
+
+def add_styles_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--styles", type=Path, default=None, metavar="DIR",
+                        help="folder of named style images (default $STREAMFX_STYLES or ~/.config/streamfx/styles)")
+
+
+def apply_styles_arg(args: argparse.Namespace) -> None:
+    """Make ``--styles`` the styles folder every engine of this process uses."""
+    if getattr(args, "styles", None) is not None:
+        if not args.styles.is_dir():
+            raise CliError(f"--styles {args.styles} is not a folder")
+        os.environ["STREAMFX_STYLES"] = str(args.styles.expanduser().resolve())
 
 
 def controls_from_args(args: argparse.Namespace) -> Controls:
@@ -31,9 +47,10 @@ def controls_from_args(args: argparse.Namespace) -> Controls:
 
 def pipeline_from_args(args: argparse.Namespace) -> CallerPipeline:
     """The engine, controls and prompt the engine arguments ask for; CliError if unusable."""
+    apply_styles_arg(args)
     try:
         pipeline = CallerPipeline(build_engine(args.engine), controls_from_args(args))
         pipeline.set_prompt(prompt_from_arg(args.prompt))
-    except (ReferenceError, PromptError, ValueError, KeyError) as exc:
+    except (ReferenceError, PromptError, EngineUnavailable, ValueError, KeyError) as exc:
         raise CliError(str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__) from None
     return pipeline

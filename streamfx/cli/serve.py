@@ -12,6 +12,7 @@ from ..server import ServerConfig, create_app
 from ..server.config import Limits
 from ..server.security import new_token
 from . import CliError
+from .common import add_styles_arg, apply_styles_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another page origin allowed to connect (repeatable)")
     p.add_argument("--max-callers", type=int, default=4)
+    add_styles_arg(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         token = new_token()
     if args.max_callers < 1:
         raise CliError("--max-callers must be at least 1")
+    apply_styles_arg(args)
     engine = _chosen_engine(args.engine)
     config = ServerConfig(host=args.host, port=args.port, token=token, ice_loopback=args.ice_loopback,
                           ice_servers=tuple(args.ice_server), allowed_origins=tuple(args.allow_origin),
