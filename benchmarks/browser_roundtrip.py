@@ -60,7 +60,7 @@ def start_server(port: int, engine: str) -> subprocess.Popen:
     raise RuntimeError("server did not become ready")
 
 
-async def run_page(port: int, y4m: Path, size: tuple[int, int], seconds: float, profile: Path) -> dict:
+async def run_page(port: int, y4m: Path, size: tuple[int, int], seconds: float, bypass: bool) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -71,7 +71,8 @@ async def run_page(port: int, y4m: Path, size: tuple[int, int], seconds: float, 
             console: list[str] = []
             page.on("console", lambda m: console.append(m.text))
             w, h = size
-            await page.goto(f"http://127.0.0.1:{port}/?autostart&measure&w={w}&h={h}")
+            extra = "&bypass" if bypass else ""
+            await page.goto(f"http://127.0.0.1:{port}/?autostart&measure&w={w}&h={h}{extra}")
             await page.wait_for_function("window.streamfx && window.streamfx.framesReceived > 5", timeout=60_000)
             await asyncio.sleep(seconds)
             state = await page.evaluate("""() => ({rtt: window.streamfx.rtt, frames: window.streamfx.framesReceived,
@@ -84,7 +85,7 @@ async def run_page(port: int, y4m: Path, size: tuple[int, int], seconds: float, 
             await browser.close()
 
 
-def measure(size: tuple[int, int], seconds: float, engine: str, workdir: Path) -> dict:
+def measure(size: tuple[int, int], seconds: float, engine: str, workdir: Path, bypass: bool = False) -> dict:
     from streamfx.io.y4m import write_y4m_from_video
 
     y4m = workdir / f"camera_{size[0]}x{size[1]}.y4m"
@@ -94,7 +95,7 @@ def measure(size: tuple[int, int], seconds: float, engine: str, workdir: Path) -
     port = free_port()
     server = start_server(port, engine)
     try:
-        page = asyncio.run(run_page(port, y4m, size, seconds, workdir / "profile"))
+        page = asyncio.run(run_page(port, y4m, size, seconds, bypass))
     finally:
         server.terminate()
         try:
@@ -102,7 +103,7 @@ def measure(size: tuple[int, int], seconds: float, engine: str, workdir: Path) -
         except subprocess.TimeoutExpired:
             server.kill()
     stats = page.get("stats") or {}
-    return {"size": f"{size[0]}x{size[1]}", "engine": engine, "frames_received": page["frames"],
+    return {"size": f"{size[0]}x{size[1]}", "engine": "bypass" if bypass else engine, "frames_received": page["frames"],
             "received_size": page["size"], "connection": page["connection"], "errors": page["errors"],
             "round_trip_ms": percentiles(page["rtt"]), "server_latency_ms": stats.get("latency_ms"),
             "server_stages_ms": stats.get("stages_ms"), "server_fps_out": stats.get("fps_out"),
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS / "browser_roundtrip.json")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--netns", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the baseline run (same server with bypass on: decode/encode, no engine)")
     args = parser.parse_args(argv)
 
     if args.netns != "off" and not os.environ.get("STREAMFX_IN_NETNS") and shutil.which("unshare") and shutil.which("ip"):
@@ -156,14 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="streamfx-rt-") as tmp:
         results = [measure(size, args.seconds, args.engine, Path(tmp)) for size in sizes]
+        baselines = [] if args.no_baseline else [measure(size, args.seconds, args.engine, Path(tmp), bypass=True)
+                                                 for size in sizes]
+    for result, base in zip(results, baselines):
+        ours, theirs = result["round_trip_ms"]["p50"], base["round_trip_ms"]["p50"]
+        result["ratio_to_bypass_p50"] = round(ours / theirs, 3) if ours and theirs else None
     data = {"benchmark": "browser_roundtrip", "machine": machine(),
-            "network_namespace": bool(os.environ.get("STREAMFX_IN_NETNS")), "results": results}
+            "network_namespace": bool(os.environ.get("STREAMFX_IN_NETNS")), "results": results,
+            "baseline_bypass": baselines}
     write_json(args.json, data)
     if args.png:
         plot(results, args.png)
-    for r in results:
-        print(f"{r['size']}: round trip p50 {r['round_trip_ms']['p50']} ms, server added "
-              f"{(r['server_latency_ms'] or {}).get('p50')} ms, frames {r['frames_received']}")
+    for r in results + baselines:
+        print(f"{r['engine']:8s} {r['size']}: round trip p50 {r['round_trip_ms']['p50']} ms, server added "
+              f"{(r['server_latency_ms'] or {}).get('p50')} ms, frames {r['frames_received']}"
+              + (f", x{r['ratio_to_bypass_p50']} of bypass" if r.get("ratio_to_bypass_p50") else ""))
     return 0
 
 

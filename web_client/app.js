@@ -92,6 +92,7 @@ async function openCamera() {
 // black/white blocks; the returned video is read back and matched to the send time.
 const STAMP_BITS = 12, STAMP_X = 24, STAMP_Y = 24, STAMP_B = 24;
 const sentAt = new Map();
+let stampWidth = 0;  // width of the frames the stamps were drawn on
 function stampedStream(cameraStream) {
   const video = document.createElement("video");
   video.srcObject = cameraStream; video.muted = true; video.play();
@@ -101,6 +102,7 @@ function stampedStream(cameraStream) {
   const draw = () => {
     if (video.videoWidth) {
       if (canvas.width !== video.videoWidth) { canvas.width = video.videoWidth; canvas.height = video.videoHeight; }
+      stampWidth = canvas.width;
       ctx.drawImage(video, 0, 0);
       const id = (n++ % ((1 << STAMP_BITS) - 1)) + 1;
       for (let b = 0; b < STAMP_BITS; b++) {
@@ -119,9 +121,11 @@ function watchReturn(remote) {
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const onFrame = (now) => {
     state.framesReceived++;
-    if ($("measure").checked && remote.videoWidth) {
+    if ($("measure").checked && remote.videoWidth && stampWidth) {
+      // the returned video may be scaled: read the stamp region back at the sent scale
+      const k = remote.videoWidth / stampWidth;
       canvas.width = STAMP_X + STAMP_BITS * STAMP_B; canvas.height = STAMP_Y + STAMP_B;
-      ctx.drawImage(remote, 0, 0, canvas.width, canvas.height, 0, 0, canvas.width, canvas.height);
+      ctx.drawImage(remote, 0, 0, canvas.width * k, canvas.height * k, 0, 0, canvas.width, canvas.height);
       let id = 0;
       for (let b = 0; b < STAMP_BITS; b++) {
         const p = ctx.getImageData(STAMP_X + b * STAMP_B + STAMP_B / 2, STAMP_Y + STAMP_B / 2, 1, 1).data;
@@ -157,7 +161,10 @@ async function start() {
   state.channel = channel;
   channel.onopen = () => { send({ type: "hello" }); sendAllControls(); };
   channel.onmessage = (ev) => onControlMessage(JSON.parse(ev.data));
-  for (const track of state.sendStream.getVideoTracks()) pc.addTrack(track, state.sendStream);
+  for (const track of state.sendStream.getVideoTracks()) {
+    track.contentHint = "detail";  // keep the resolution; a filter needs the detail more than the frame rate
+    pc.addTrack(track, state.sendStream);
+  }
 
   setConnection("connecting");
   await pc.setLocalDescription(await pc.createOffer());
@@ -175,6 +182,14 @@ async function start() {
   }
   state.caller = answer.caller;
   await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+  for (const sender of pc.getSenders()) {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) continue;
+    params.degradationPreference = "maintain-resolution";
+    params.encodings[0].maxBitrate = 4_000_000;
+    params.encodings[0].scaleResolutionDownBy = 1;
+    sender.setParameters(params).catch(() => {});
+  }
 }
 
 function iceGatheringDone(pc) {
@@ -261,6 +276,7 @@ for (const id of ["pose", "yaw", "pitch"]) $(id).oninput = sendPose;
 $("quality").onchange = () => send({ type: "quality", preset: $("quality").value });
 $("bypass").onchange = () => send({ type: "bypass", on: $("bypass").checked });
 if (new URLSearchParams(location.search).has("measure")) $("measure").checked = true;
+if (new URLSearchParams(location.search).has("bypass")) $("bypass").checked = true;
 watchReturn($("remote"));
 setInterval(renderStats, 1000);
 loadInfo().then(() => {

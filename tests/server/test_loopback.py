@@ -90,3 +90,26 @@ async def test_slow_engine_drops_frames_instead_of_queueing(server_factory, clie
     assert delays, "stamped frames must be readable"
     # Without dropping, after ~5 s the delay would be many seconds; it stays near one frame time.
     assert max(delays) < 1.0, delays
+
+
+async def test_callers_have_independent_state_and_one_leaving_keeps_the_other(server_factory, client_factory):
+    server = await server_factory(engine=OverlayEngine())
+    plain, inverted = client_factory(), client_factory()
+    await plain.connect(server.base)
+    await inverted.connect(server.base)
+    await asyncio.wait_for(inverted.channel_open.wait(), 10)
+    inverted.channel.send(json.dumps({"type": "prompt", "preset": "invert"}))
+    deadline = time.monotonic() + 10
+    while {"type": "ack", "for": "prompt"} not in inverted.got.messages:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await inverted.wait_frames(len(inverted.got.frames) + 5)
+    await plain.wait_frames(len(plain.got.frames) + 5)
+    assert abs(plain.got.frames[-1][120, 160].astype(int).mean() - 120) < 20
+    assert abs(inverted.got.frames[-1][120, 160].astype(int).mean() - 135) < 20
+    await inverted.close()
+    deadline = time.monotonic() + 10
+    while len(server.state.registry.callers) != 1:
+        assert time.monotonic() < deadline, "the leaving caller must be removed"
+        await asyncio.sleep(0.1)
+    await plain.wait_frames(len(plain.got.frames) + 10)
