@@ -21,23 +21,27 @@ from .topology import RenderMesh
 
 
 def cartoon(rgb: np.ndarray) -> np.ndarray:
-    """Flat colour areas (edge-preserving smoothing, quantised) with dark outlines."""
-    smooth = cv2.bilateralFilter(cv2.bilateralFilter(rgb, 7, 60, 5), 7, 60, 5)
-    flat = (smooth // 32) * 32 + 16
-    gray = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 5)
-    edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 4)
-    return cv2.bitwise_and(flat.astype(np.uint8), flat.astype(np.uint8), mask=edges)
+    """Flat colour areas (edge-preserving smoothing, lightness in bands) with soft dark outlines."""
+    smooth = cv2.bilateralFilter(cv2.bilateralFilter(rgb, 7, 50, 5), 7, 50, 5)
+    lab = cv2.cvtColor(smooth, cv2.COLOR_RGB2Lab)
+    lab[..., 0] = np.clip(np.round(lab[..., 0] / 28.0) * 28.0, 0, 255).astype(np.uint8)
+    flat = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB).astype(np.float32)
+    edges = cv2.Canny(cv2.cvtColor(smooth, cv2.COLOR_RGB2GRAY), 40, 110)
+    ink = cv2.GaussianBlur(edges, (3, 3), 0).astype(np.float32) / 255.0
+    return np.clip(flat * (1.0 - 0.75 * ink[..., None]), 0, 255).astype(np.uint8)
 
 
 def sketch(rgb: np.ndarray) -> np.ndarray:
-    """Grey pencil strokes."""
-    gray, _ = cv2.pencilSketch(rgb, sigma_s=15, sigma_r=0.08, shade_factor=0.04)
-    return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+    """Pencil drawing: the grey image divided by its blurred negative (colour dodge), a little tone kept."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    dodge = cv2.divide(gray, 255 - cv2.GaussianBlur(255 - gray, (0, 0), 4), scale=256)
+    drawing = cv2.addWeighted(dodge, 0.85, cv2.equalizeHist(gray), 0.15, 0)
+    return cv2.cvtColor(drawing, cv2.COLOR_GRAY2RGB)
 
 
 def oil(rgb: np.ndarray) -> np.ndarray:
-    """Oil-paint dabs (opencv-contrib xphoto)."""
-    return cv2.xphoto.oilPainting(rgb, 5, 1, cv2.COLOR_RGB2Lab)
+    """Oil-paint dabs (opencv-contrib xphoto) on a lightly smoothed face."""
+    return cv2.xphoto.oilPainting(cv2.bilateralFilter(rgb, 5, 40, 5), 4, 2, cv2.COLOR_RGB2Lab)
 
 
 FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"cartoon": cartoon, "sketch": sketch, "oil": oil}
