@@ -265,6 +265,8 @@ function renderStats() {
 
 // ---------------------------------------------------------------- wiring
 $("start").onclick = start;
+$("stats").onclick = () => $("stats").classList.toggle("collapsed");
+$("stats").title = "click to fold or unfold the stats";
 $("reconnect").onclick = start;
 $("camera").onchange = () => { if (state.pc) start(); };
 $("view").onchange = () => { $("videos").className = $("view").value; };
