@@ -37,9 +37,11 @@ def read_stamp(frame: np.ndarray) -> int:
 class PatternTrack(VideoStreamTrack):
     """A generated camera: grey frames with the frame index stamped, at ``fps``."""
 
-    def __init__(self, width: int = 320, height: int = 240, fps: int = 30, frames: int | None = None) -> None:
+    def __init__(self, width: int = 320, height: int = 240, fps: int = 30, frames: int | None = None,
+                 resize_at: int | None = None, resize_to: tuple[int, int] = (640, 480)) -> None:
         super().__init__()
         self.width, self.height, self.fps, self.limit = width, height, fps, frames
+        self.resize_at, self.resize_to = resize_at, resize_to
         self.index = 0
         self.sent_at: dict[int, float] = {}
         self._start: float | None = None
@@ -53,6 +55,8 @@ class PatternTrack(VideoStreamTrack):
         wait = self._start + self.index / self.fps - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        if self.resize_at is not None and self.index == self.resize_at:
+            self.width, self.height = self.resize_to  # the camera changes resolution mid-stream
         img = np.full((self.height, self.width, 3), 120, np.uint8)
         stamp(img, self.index % (1 << BITS))
         frame = VideoFrame.from_ndarray(img, format="rgb24")

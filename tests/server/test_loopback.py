@@ -113,3 +113,18 @@ async def test_callers_have_independent_state_and_one_leaving_keeps_the_other(se
         assert time.monotonic() < deadline, "the leaving caller must be removed"
         await asyncio.sleep(0.1)
     await plain.wait_frames(len(plain.got.frames) + 10)
+
+
+async def test_resolution_change_mid_stream(server_factory, client_factory):
+    server = await server_factory(engine=OverlayEngine())
+    client = client_factory(width=320, height=240, resize_at=20, resize_to=(480, 360))
+    await client.connect(server.base)
+    deadline = time.monotonic() + 20
+    while not client.got.frames or client.got.frames[-1].shape != (360, 480, 3):
+        assert time.monotonic() < deadline, "frames of the new size must come back"
+        await asyncio.sleep(0.05)
+    await client.wait_frames(len(client.got.frames) + 5)
+    frame = client.got.frames[-1]
+    assert frame.shape == (360, 480, 3)
+    assert np.abs(frame[2:10, 40:440].reshape(-1, 3).mean(axis=0) - np.array(BORDER_RGB)).max() < 40
+    assert server.state.registry.callers[client.caller_id].pipeline.stats.errors == 0
