@@ -141,7 +141,8 @@ async def _connect(caller: Caller, state: ServerState, description: RTCSessionDe
     @pc.on("track")
     def on_track(track) -> None:
         if track.kind == "video" and caller.track is None:
-            caller.track = FilteredTrack(track, caller.pipeline, state.executor)
+            caller.track = FilteredTrack(track, caller.pipeline, state.executor,
+                                         on_failure=lambda: asyncio.ensure_future(state.registry.remove(caller)))
             pc.addTrack(caller.track)
         else:
             sink.addTrack(track)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 import av
 import numpy as np
@@ -62,8 +62,10 @@ class LatestSlot(Generic[T]):
 class FilteredTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack, pipeline: CallerPipeline, executor: Executor) -> None:
+    def __init__(self, source: MediaStreamTrack, pipeline: CallerPipeline, executor: Executor,
+                 on_failure: Callable[[], object] | None = None) -> None:
         super().__init__()
+        self.on_failure = on_failure  # called when the frame worker dies: the caller is closed
         self.source = source
         self.pipeline = pipeline
         self.executor = executor
@@ -95,8 +97,10 @@ class FilteredTrack(MediaStreamTrack):
                     self.pipeline.stats.dropped += 1
         except MediaStreamError:
             pass
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - this caller ends; the server and other callers go on
             logger.exception("frame worker stopped")
+            if self.on_failure is not None:
+                self.on_failure()
         finally:
             self._outgoing.close()
 

@@ -128,3 +128,22 @@ async def test_resolution_change_mid_stream(server_factory, client_factory):
     assert frame.shape == (360, 480, 3)
     assert np.abs(frame[2:10, 40:440].reshape(-1, 3).mean(axis=0) - np.array(BORDER_RGB)).max() < 40
     assert server.state.registry.callers[client.caller_id].pipeline.stats.errors == 0
+
+
+async def test_a_failing_caller_is_closed_alone(server_factory, client_factory):
+    server = await server_factory(engine=OverlayEngine())
+    good, bad = client_factory(), client_factory()
+    await good.connect(server.base)
+    await bad.connect(server.base)
+    await bad.wait_frames(3)
+
+    def broken(frame):
+        raise RuntimeError("simulated decoder failure")
+
+    server.state.registry.callers[bad.caller_id].track._filter = broken
+    deadline = time.monotonic() + 10
+    while bad.caller_id in server.state.registry.callers:
+        assert time.monotonic() < deadline, "the failing caller must be closed"
+        await asyncio.sleep(0.05)
+    assert good.caller_id in server.state.registry.callers
+    await good.wait_frames(len(good.got.frames) + 10)
