@@ -53,6 +53,13 @@ class EngineCache:
         except (OSError, ValueError):
             return {"entries": {}}
 
+    def entry(self, key: CacheKey) -> dict | None:
+        """The manifest entry of ``key`` (file, key, built, and what ``record`` added), if its file exists."""
+        entry = self.manifest()["entries"].get(key.slug())
+        if entry is None or not (self.root / entry["file"]).exists():
+            return None
+        return entry
+
     def lookup(self, key: CacheKey) -> Path | None:
         entry = self.manifest()["entries"].get(key.slug())
         if entry is None:

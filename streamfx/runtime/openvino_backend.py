@@ -14,12 +14,14 @@ class _OvRunner(Runner):
     def __init__(self, compiled, spec: GraphSpec) -> None:
         self.compiled, self.spec = compiled, spec
         self.request = compiled.create_infer_request()
+        self.ports = {o.name: compiled.output(o.name) for o in spec.outputs}
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         feed = {name: t.detach().to(torch.float32).cpu().numpy() for name, t in inputs.items()}
         result = self.request.infer(feed)
-        by_name = {port.get_any_name(): value for port, value in result.items()}
-        return {o.name: torch.from_numpy(np.array(by_name[o.name])) for o in self.spec.outputs}
+        # Look outputs up by port: a port may carry several tensor names (e.g. a graph output
+        # that also feeds other nodes), so ``get_any_name`` need not return the output's name.
+        return {o.name: torch.from_numpy(np.array(result[self.ports[o.name]])) for o in self.spec.outputs}
 
 
 class OpenVinoBackend(Backend):

@@ -58,7 +58,8 @@ def composite_depth(weights: torch.Tensor, depths: torch.Tensor) -> torch.Tensor
     """
     depths_mid = (depths[..., :-1] + depths[..., 1:]) / 2
     depth = torch.sum(weights * depths_mid, dim=-1) / weights.sum(dim=-1)
-    depth = torch.where(torch.isnan(depth), torch.full_like(depth, float("inf")), depth)
+    # ``depth != depth`` is isnan written with an Equal-family op (no ONNX IsNaN in the graph).
+    depth = torch.where(depth != depth, torch.full_like(depth, float("inf")), depth)
     return torch.clamp(depth, torch.min(depths), torch.max(depths))
 
 

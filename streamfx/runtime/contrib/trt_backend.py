@@ -144,7 +144,8 @@ class TensorRTBackend(Backend):
         if plan is None:
             raise BackendUnavailable(f"TensorRT failed to build {spec.name}; run with -vv for its log")
         cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
-        out = out_dir / f"{onnx_path.stem}.plan"
+        # The fingerprint is in the name too, so engines for two GPUs sharing engines/ never overwrite each other.
+        out = out_dir / f"{onnx_path.stem}.{_safe(fingerprint())}.plan"
         out.write_bytes(memoryview(plan))
         return out
 

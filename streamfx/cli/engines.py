@@ -1,0 +1,133 @@
+"""``streamfx engines``: build and list the exported 3DPE graphs in ``engines/``.
+
+* ``streamfx engines build [--backend onnxruntime|openvino|tensorrt] [--preset NAME ...]
+  [--weights PATH | --random-weights]`` exports the reference encoder, the encoder and one
+  renderer per preset to ONNX (static shapes, opset 17), builds them for the backend
+  (TensorRT: FP16 engines with a timing cache), checks each against PyTorch, and records
+  them in ``engines/manifest.json``. Already built graphs are reused.
+* ``streamfx engines list`` shows what the manifest holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import CliError
+
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("engines", help="build and list exported 3DPE graphs (ONNX/OpenVINO/TensorRT)")
+    sub = parser.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
+
+    build = sub.add_parser("build", help="export, build and verify the 3DPE graphs for a backend")
+    build.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="runtime (default onnxruntime)")
+    build.add_argument("--preset", action="append", default=None, metavar="NAME",
+                       help="renderer preset to build (repeatable; default: all presets)")
+    build.add_argument("--graph", action="append", default=None, choices=("reference", "encoder", "renderer"),
+                       help="only these graphs (repeatable; default: all)")
+    weights = build.add_mutually_exclusive_group()
+    weights.add_argument("--weights", type=Path, default=None,
+                         help="official 3dpe.pt or imported weights (default: the imported weights)")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="random weights of the official shapes (for trying the tool chain)")
+    build.add_argument("--precision", default=None,
+                       help="OpenVINO inference precision: bf16 (default) or f32")
+    build.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch")
+    build.add_argument("--engines-dir", type=Path, default=None, help="engine cache folder (default: engines/)")
+    build.set_defaults(func=run_build)
+
+    ls = sub.add_parser("list", help="list the built graphs in the engine cache")
+    ls.add_argument("--engines-dir", type=Path, default=None, help="engine cache folder (default: engines/)")
+    ls.set_defaults(func=run_list)
+
+
+def _load_model(args: argparse.Namespace):
+    import torch
+
+    from ..models import testing, threedpe
+    from ..models.checkpoint import CheckpointError
+
+    if args.random_weights:
+        return threedpe.from_state(testing.random_state_dicts(0), dtype=torch.float32)
+    try:
+        return threedpe.load(args.weights, dtype=torch.float32)
+    except CheckpointError as exc:
+        raise CliError(f"{exc} (or pass --random-weights to try the tool chain)") from None
+
+
+def _selected_graphs(args: argparse.Namespace) -> list[str]:
+    from ..models.renderer.errors import UnknownPresetError
+    from ..runtime.graphs import RENDERER_PREFIX, graph_names
+
+    try:
+        names = graph_names(args.preset)
+    except UnknownPresetError as exc:
+        raise CliError(str(exc)) from None
+    if args.graph:
+        names = [n for n in names if (n.split("-")[0] if n.startswith(RENDERER_PREFIX) else n) in args.graph]
+    return names
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..runtime.base import BackendUnavailable, get_backend
+    from ..runtime.builder import GraphBuilder, VerificationError
+    from ..runtime.engine_cache import EngineCache
+
+    graphs = _selected_graphs(args)
+    options = {}
+    if args.precision:
+        if args.backend != "openvino":
+            raise CliError("--precision applies to --backend openvino only")
+        options["precision"] = args.precision
+    try:
+        get_backend(args.backend, **options)  # fail fast, before loading weights
+    except BackendUnavailable as exc:
+        raise CliError(str(exc)) from None
+    model = _load_model(args)
+    cache = EngineCache(args.engines_dir) if args.engines_dir else EngineCache()
+    bar = tqdm(total=len(graphs), desc=f"engines ({args.backend})", unit="graph", file=sys.stderr)
+    builder = GraphBuilder(model, args.backend, cache, progress=lambda m: bar.set_postfix_str(m), **options)
+    rows = []
+    try:
+        for graph in graphs:
+            start = time.perf_counter()
+            result = builder.build(graph, check=not args.no_verify)
+            rows.append((graph, result, time.perf_counter() - start))
+            bar.update(1)
+    except (BackendUnavailable, VerificationError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        bar.close()
+    for graph, result, seconds in rows:
+        worst = max(result.errors.values()) if result.errors else None
+        check = "not verified" if worst is None else f"max rel. error {worst:.1e}"
+        state = "reused" if result.reused else "built"
+        trt = "TensorRT-ready" if not result.problems else f"TensorRT problems: {'; '.join(result.problems)}"
+        print(f"{graph:<20} {state:<6} {seconds:6.1f} s  {check:<24} {trt}  {result.artefact.name}")
+    print(f"engine cache: {cache.root}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from ..runtime.engine_cache import EngineCache
+
+    cache = EngineCache(args.engines_dir) if args.engines_dir else EngineCache()
+    entries = cache.manifest().get("entries", {})
+    if not entries:
+        print(f"no engines built in {cache.root} (run: streamfx engines build)")
+        return 0
+    for slug, entry in sorted(entries.items(), key=lambda kv: (kv[1]["key"]["graph"], kv[1]["key"]["backend"])):
+        key = entry["key"]
+        path = cache.root / entry["file"]
+        size = f"{path.stat().st_size / 2**20:7.1f} MiB" if path.exists() else "  missing  "
+        kind = "onnx export" if key["backend"] == "onnx" else key["backend"]
+        print(f"{key['graph']:<20} {kind:<12} {size}  {entry.get('built', '?')}  {key['fingerprint']}")
+    print(f"manifest: {cache.manifest_path} ({len(entries)} entries)")
+    return 0

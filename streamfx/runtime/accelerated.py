@@ -1,0 +1,253 @@
+"""One switch between 3DPE execution paths: ``load_accelerated(model, backend)``.
+
+The returned object has the methods of :class:`~streamfx.models.threedpe.ThreeDPE` that the
+live engine uses (``reference_tokens``, ``prompt_tokens``, ``encode``, ``render``), whatever
+runs underneath:
+
+==============  ===============================================================================
+backend         what runs
+==============  ===============================================================================
+``torch-fp32``  the reference PyTorch modules (the parity path; exact, slowest)
+``torch-bf16``  PyTorch fast path: bf16 encoder with folded coordinate channels, bf16 ViT,
+                :class:`~streamfx.models.renderer.fast.FastRenderer` (fp32 sampling and
+                compositing, bf16 super-resolution). The default on CPUs (see engines/README.md)
+``onnxruntime`` exported static graphs on ONNX Runtime (fp32)
+``openvino``    exported static graphs on OpenVINO (bf16 inference precision by default)
+``tensorrt``    FP16 TensorRT engines on an NVIDIA GPU, torch CUDA tensors in and out
+``hybrid``      OpenVINO (bf16) for the reference ViT, the encoder and the presets with full
+                super-resolution; the torch-bf16 fast renderer for the other presets. The
+                fastest measured CPU combination
+``auto``        ``hybrid`` when OpenVINO is installed, else ``torch-bf16``
+==============  ===============================================================================
+
+Graph backends build what they need through the engine cache (``engines/``); renderer
+graphs of presets not given up front are built on first use.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import log
+from ..models.renderer.presets import RenderPreset, get_preset
+from ..models.threedpe import (
+    INPUT_SIZE,
+    PLANES_SHAPE,
+    REF_SIZE,
+    TOKENS_SHAPE,
+    ModelInputError,
+    ReferenceTokenCache,
+    ThreeDPE,
+    _check_tensor,
+    prepare_reference,
+)
+from .base import BackendUnavailable, Runner
+from .engine_cache import EngineCache
+from .graphs import RENDERER_PREFIX
+
+logger = log.get(__name__)
+
+TORCH_BACKENDS = ("torch-bf16", "torch-fp32")
+GRAPH_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+BACKEND_CHOICES = ("auto",) + TORCH_BACKENDS + GRAPH_BACKENDS + ("hybrid",)
+#: chosen by benchmarks/bench_3dpe.py on the 2-core AVX-512 (no AMX) development machine:
+#: hybrid encodes in ~1.1 s (torch-bf16 ~1.5 s) and renders the live presets fastest
+DEFAULT_CPU_BACKEND = "hybrid"
+
+
+class _Accelerated:
+    """Shared input checks, prompt-token cache and ``prompt_tokens`` of every backend."""
+
+    backend: str
+
+    def __init__(self) -> None:
+        self.token_cache = ReferenceTokenCache()
+
+    def prompt_tokens(self, key: str, reference_rgb: np.ndarray) -> torch.Tensor:
+        """Tokens (1, 197, 768) of a reference image, computed once per prompt ``key``."""
+        return self.token_cache.get_or_compute(key, lambda: self.reference_tokens(prepare_reference(reference_rgb)))
+
+    @staticmethod
+    def _check_encode(x: torch.Tensor, tokens: torch.Tensor) -> None:
+        _check_tensor(x, (3, INPUT_SIZE, INPUT_SIZE), "input")
+        _check_tensor(tokens, TOKENS_SHAPE, "tokens")
+        if tokens.shape[0] not in (1, x.shape[0]):
+            raise ModelInputError(f"tokens: batch {tokens.shape[0]} does not match input batch {x.shape[0]}")
+
+    def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TorchAccelerated(_Accelerated):
+    """``torch-fp32`` (the model itself) or ``torch-bf16`` (fast modules built from it)."""
+
+    def __init__(self, model: ThreeDPE, backend: str, render_only: bool = False) -> None:
+        super().__init__()
+        self.backend = backend
+        self.model = model
+        if backend == "torch-bf16" and render_only:
+            from ..models.renderer.fast import FastRenderer
+
+            self.vit = self.encoder = None
+            self.renderer = None if model.renderer is None else FastRenderer(model.renderer.float())
+        elif backend == "torch-fp32":
+            if model.dtype != torch.float32:
+                raise ValueError(f"torch-fp32 needs a float32 model, got {model.dtype}")
+            self.vit, self.encoder, self.renderer = model.vit, model.encoder, model.renderer
+        else:
+            from ..models.encoder.fast import FastEncoder
+            from ..models.renderer.fast import FastRenderer
+
+            self.vit = copy.deepcopy(model.vit).to(torch.bfloat16)
+            self.encoder = FastEncoder(model.encoder, torch.bfloat16)
+            self.renderer = None if model.renderer is None else FastRenderer(model.renderer.float(), torch.bfloat16)
+
+    @torch.inference_mode()
+    def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
+        """ref224 (B, 3, 224, 224) ImageNet-normalised -> tokens (B, 197, 768) float32."""
+        _check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
+        dtype = self.vit.pos_embed.dtype
+        return self.vit(ref224.to(dtype)).float()
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, 512, 512) in [-1, 1], tokens (B or 1, 197, 768) -> planes (B, 96, 256, 256) float32."""
+        self._check_encode(x, tokens)
+        if self.backend == "torch-fp32":
+            return self.model.encode(x, tokens)
+        return self.encoder(x, tokens.expand(x.shape[0], -1, -1))
+
+    @torch.inference_mode()
+    def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
+        """planes (B, 96, 256, 256), camera (B, 25) -> ``image``, ``image_raw``, ``image_depth``."""
+        if self.backend == "torch-fp32":
+            return self.model.render(planes, camera, preset)
+        if self.renderer is None:
+            raise ModelInputError("the 3DPE renderer is not available in this build")
+        _check_tensor(planes, PLANES_SHAPE, "planes")
+        return self.renderer(planes, camera.float(), preset)
+
+
+class GraphAccelerated(_Accelerated):
+    """Exported static graphs (batch 1) on ONNX Runtime, OpenVINO or TensorRT."""
+
+    def __init__(self, model: ThreeDPE, backend: str, presets: tuple[str, ...], cache: EngineCache | None,
+                 verify: bool, **backend_options) -> None:
+        from .builder import GraphBuilder
+
+        super().__init__()
+        self.backend = backend
+        self.verify = verify
+        self.builder = GraphBuilder(model, backend, cache, **backend_options)
+        self._runners: dict[str, Runner] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        for graph in ("reference", "encoder", *(RENDERER_PREFIX + p for p in presets)):
+            self._runner(graph)
+
+    def _runner(self, graph: str) -> tuple[Runner, threading.Lock]:
+        with self._guard:
+            if graph not in self._runners:
+                result = self.builder.build(graph)
+                runner = self.builder.load(graph, result)
+                if self.verify:
+                    self.builder.check(graph, runner)
+                self._runners[graph], self._locks[graph] = runner, threading.Lock()
+            return self._runners[graph], self._locks[graph]
+
+    def _run(self, graph: str, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        runner, lock = self._runner(graph)
+        with lock:  # one request per graph at a time (OpenVINO requests are not re-entrant)
+            return runner(**inputs)
+
+    @staticmethod
+    def _single(t: torch.Tensor, what: str) -> None:
+        if t.shape[0] != 1:
+            raise ModelInputError(f"{what}: exported graphs take batch 1, got {t.shape[0]}")
+
+    def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
+        _check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
+        self._single(ref224, "reference")
+        return self._run("reference", ref224=ref224.float())["tokens"]
+
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        self._check_encode(x, tokens)
+        self._single(x, "input")
+        return self._run("encoder", x=x.float(), tokens=tokens[:1].float())["planes"]
+
+    def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
+        _check_tensor(planes, PLANES_SHAPE, "planes")
+        self._single(planes, "planes")
+        p = get_preset(preset)
+        if isinstance(preset, RenderPreset) and get_preset(p.name) != p:
+            raise ModelInputError(f"preset {p.name!r} is not a named preset; exported graphs exist only for those")
+        return self._run(RENDERER_PREFIX + p.name, planes=planes.float(), camera=camera.float())
+
+
+class HybridAccelerated(_Accelerated):
+    """OpenVINO graphs for ``reference_tokens``, ``encode`` and the presets with full
+    super-resolution (OpenVINO runs the big convolutions faster); the torch-bf16 fast renderer
+    for the other presets (its tri-plane lookup and decoder are faster)."""
+
+    def __init__(self, model: ThreeDPE, presets: tuple[str, ...], cache: EngineCache | None, verify: bool,
+                 **backend_options) -> None:
+        super().__init__()
+        self.backend = "hybrid"
+        graph_presets = tuple(p for p in presets if self._on_graphs(p))
+        self.graphs = GraphAccelerated(model, "openvino", graph_presets, cache, verify, **backend_options)
+        self.torch = TorchAccelerated(model, "torch-bf16", render_only=True)
+        self.renderer = self.torch.renderer
+
+    @staticmethod
+    def _on_graphs(preset: Any) -> bool:
+        p = get_preset(preset)
+        return p.superres == "full" and not (isinstance(preset, RenderPreset) and get_preset(p.name) != p)
+
+    def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
+        return self.graphs.reference_tokens(ref224)
+
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.graphs.encode(x, tokens)
+
+    def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
+        if self._on_graphs(preset) and planes.shape[0] == 1:
+            return self.graphs.render(planes, camera, preset)
+        return self.torch.render(planes, camera, preset)
+
+
+def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str, ...] | list[str] = (),
+                     *, cache: EngineCache | None = None, verify: bool = False, **backend_options):
+    """Wrap ``model`` for fast inference on ``backend`` (see the module docstring).
+
+    Args:
+        model: a loaded float32 :class:`ThreeDPE` (weights are shared or exported from it).
+        backend: one of :data:`BACKEND_CHOICES`.
+        presets: renderer presets to build up front (graph backends; others build on first use).
+        cache: engine cache (``engines/``) for graph backends.
+        verify: check each built graph against PyTorch before use.
+        backend_options: passed to the runtime backend (e.g. ``precision="f32"`` for OpenVINO).
+
+    Raises:
+        BackendUnavailable: unknown backend, or its package/hardware is missing (one line).
+    """
+    for p in presets:
+        get_preset(p)
+    if backend == "auto":
+        try:
+            import openvino  # noqa: F401
+
+            backend = DEFAULT_CPU_BACKEND
+        except ImportError:
+            backend = "torch-bf16"
+    if backend in TORCH_BACKENDS:
+        return TorchAccelerated(model, backend)
+    if backend in GRAPH_BACKENDS:
+        return GraphAccelerated(model, backend, tuple(presets), cache, verify, **backend_options)
+    if backend == "hybrid":
+        return HybridAccelerated(model, tuple(presets), cache, verify, **backend_options)
+    raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")

@@ -1,0 +1,132 @@
+"""The 3DPE graphs export to ONNX, run on the CPU runtimes like PyTorch, and only use what
+TensorRT 10 supports; the engine cache reuses them; ``load_accelerated`` switches backends.
+
+Weights are random values of the official shapes (171 M parameters). The encoder graph is
+exported once per module; renderers use the cheap presets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from streamfx.models import testing, threedpe
+from streamfx.models.renderer import look_at_camera
+from streamfx.runtime import BackendUnavailable
+from streamfx.runtime.accelerated import load_accelerated
+from streamfx.runtime.builder import GraphBuilder, verify
+from streamfx.runtime.engine_cache import EngineCache
+from streamfx.runtime.graphs import example_inputs, graph_module, graph_names, graph_spec
+from streamfx.runtime.onnx_ops import check_tensorrt_support
+
+GRAPHS = ["reference", "encoder", "renderer-fastest", "renderer-fast"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return threedpe.from_state(testing.random_state_dicts(seed=3))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return EngineCache(tmp_path_factory.mktemp("engines"))
+
+
+@pytest.fixture(scope="module")
+def ort_builds(model, cache):
+    builder = GraphBuilder(model, "onnxruntime", cache)
+    return builder, {g: builder.build(g, check=False) for g in GRAPHS}
+
+
+def test_graph_names_and_specs():
+    assert graph_names(["fast"]) == ["reference", "encoder", "renderer-fast"]
+    spec = graph_spec("renderer-fast")
+    assert [t.shape for t in spec.outputs] == [(1, 3, 256, 256), (1, 3, 64, 64), (1, 1, 64, 64)]
+    with pytest.raises(ValueError, match="unknown graph"):
+        graph_spec("decoder")
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_onnxruntime_matches_pytorch(ort_builds, model, graph):
+    builder, results = ort_builds
+    runner = builder.load(graph, results[graph])
+    errors = verify(runner, graph_module(model, graph), example_inputs(graph, seed=1))
+    assert set(errors) == {t.name for t in graph_spec(graph).outputs}
+    assert max(errors.values()) < 1e-4, errors
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_exported_graphs_are_tensorrt_compatible(ort_builds, graph):
+    report = check_tensorrt_support(ort_builds[1][graph].onnx)
+    assert report.ok, report.problems
+    assert "IsNaN" not in report.ops and not any("ATen" in op for op in report.ops)
+    if graph.startswith("renderer"):
+        assert report.ops.get("GridSample", 0) == 2  # coarse and fine pass, 4-D each
+
+
+def test_openvino_f32_matches_pytorch(model, cache):
+    builder = GraphBuilder(model, "openvino", cache, precision="f32")
+    for graph in ("reference", "renderer-fastest"):
+        errors = builder.build(graph, check=True).errors
+        assert max(errors.values()) < 1e-4, (graph, errors)
+
+
+def test_cache_reuses_exports_and_builds(ort_builds, model, cache):
+    builder, results = ort_builds
+    again = GraphBuilder(model, "onnxruntime", cache).build("renderer-fastest")
+    assert again.reused and again.onnx == results["renderer-fastest"].onnx
+
+
+def test_load_accelerated_switches_backends(model, cache):
+    inputs = example_inputs("renderer-fast")
+    expected = model.render(inputs["planes"], inputs["camera"], "fast")
+    ort = load_accelerated(model, "onnxruntime", ["fast"], cache=cache)
+    got = ort.render(inputs["planes"], inputs["camera"], "fast")
+    assert (got["image"] - expected["image"]).abs().max() < 1e-4
+    bf16 = load_accelerated(model, "torch-bf16")
+    fast = bf16.render(inputs["planes"], inputs["camera"], "fast")
+    assert (fast["image_raw"] - expected["image_raw"]).abs().max() < 1e-2  # bf16 decoder
+    rel = ((fast["image"] - expected["image"]).norm() / expected["image"].norm()).item()
+    assert rel < 0.02
+    camera = look_at_camera(math.pi / 2, math.pi / 2)
+    with pytest.raises(threedpe.ModelInputError, match="batch 1"):
+        ort.render(inputs["planes"].expand(2, -1, -1, -1), camera.expand(2, -1), "fast")
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        load_accelerated(model, "cuda-magic")
+
+
+def test_hybrid_uses_openvino_for_the_encoder_and_torch_for_light_presets(model, cache):
+    hybrid = load_accelerated(model, "hybrid", cache=cache)
+    inputs = example_inputs("encoder")
+    tokens = hybrid.reference_tokens(example_inputs("reference")["ref224"])
+    expected = model.reference_tokens(example_inputs("reference")["ref224"])
+    assert ((tokens - expected).norm() / expected.norm()).item() < 0.03  # OpenVINO bf16
+    planes = hybrid.encode(inputs["x"], inputs["tokens"])
+    reference = model.encode(inputs["x"], inputs["tokens"])
+    assert planes.shape == reference.shape
+    assert ((planes - reference).norm() / reference.norm()).item() < 0.03
+    render_inputs = example_inputs("renderer-fastest")
+    got = hybrid.render(render_inputs["planes"], render_inputs["camera"], "fastest")
+    torch_path = load_accelerated(model, "torch-bf16").render(render_inputs["planes"], render_inputs["camera"], "fastest")
+    assert torch.equal(got["image"], torch_path["image"])
+
+
+def _tensorrt_ready() -> tuple[bool, str]:
+    try:
+        from streamfx.runtime.contrib.trt_backend import TensorRTBackend
+    except ImportError as exc:  # pragma: no cover - the module itself imports nothing optional
+        return False, str(exc)
+    return TensorRTBackend.availability()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _tensorrt_ready()[0], reason=f"TensorRT 3DPE engines skipped: {_tensorrt_ready()[1]}")
+def test_tensorrt_fp16_renderer_engine_matches_pytorch(model, cache):
+    """FP16 engine of a renderer graph, cached under the GPU fingerprint, verified against PyTorch."""
+    builder = GraphBuilder(model, "tensorrt", cache)
+    result = builder.build("renderer-fastest", check=True)
+    assert result.artefact.suffix == ".plan" and builder.fingerprint in cache.manifest_path.read_text()
+    assert max(result.errors.values()) < 0.1
+    assert builder.build("renderer-fastest").reused
