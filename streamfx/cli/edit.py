@@ -59,8 +59,6 @@ def _model(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    import contextlib
-
     import cv2
     import numpy as np
     import torch
@@ -68,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..face import FaceTracker, align_face, composite, label_from_degrees
     from ..models import threedpe
     from ..pipeline.engines.threedpe.engine import to_uint8
+    from ..runtime.accelerated import load_accelerated
 
     if args.views < 0 or (args.video and args.views < 2):
         raise CliError("--video needs --views N with N >= 2")
@@ -77,23 +76,20 @@ def run(args: argparse.Namespace) -> int:
     if found.face is None:
         raise CliError(f"no face found in {args.photo}")
     aligned = align_face(photo, found.face)
-    model = _model(args)
-    precision = (contextlib.nullcontext() if args.fp32
-                 else torch.autocast("cpu", dtype=torch.bfloat16))
+    model = load_accelerated(_model(args), "torch-fp32" if args.fp32 else "torch-bf16")
     yaw = found.face.pose.yaw_deg if args.yaw is None else args.yaw
     pitch = found.face.pose.pitch_deg if args.pitch is None else args.pitch
     try:
-        with precision:
-            tokens = model.reference_tokens(threedpe.prepare_reference(reference))
-            planes = model.encode(threedpe.prepare_input(aligned.crop), tokens)
+        tokens = model.reference_tokens(threedpe.prepare_reference(reference))
+        planes = model.encode(threedpe.prepare_input(aligned.crop), tokens)
 
-            def render(y: float, p: float) -> np.ndarray:
-                camera = torch.from_numpy(label_from_degrees(y, p)).float()[None]
-                return to_uint8(model.render(planes, camera, args.preset)["image"])
+        def render(y: float, p: float) -> np.ndarray:
+            camera = torch.from_numpy(label_from_degrees(y, p)).float()[None]
+            return to_uint8(model.render(planes, camera, args.preset)["image"])
 
-            image = render(yaw, pitch)
-            orbit = [render(25 * math.sin(2 * math.pi * i / args.views), 8 * math.cos(2 * math.pi * i / args.views))
-                     for i in range(args.views)]
+        image = render(yaw, pitch)
+        orbit = [render(25 * math.sin(2 * math.pi * i / args.views), 8 * math.cos(2 * math.pi * i / args.views))
+                 for i in range(args.views)]
     except (threedpe.ModelInputError, ValueError) as exc:
         raise CliError(str(exc)) from None
     result = composite(photo, image, aligned) if args.paste else image

@@ -27,7 +27,7 @@ def _place(face: np.ndarray, size=(480, 640)) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engine(random_model):
-    return ThreeDPEEngine(ThreeDPEConfig(async_encoder=False), model=random_model)
+    return ThreeDPEEngine(ThreeDPEConfig(async_encoder=False, backend="torch-bf16"), model=random_model)
 
 
 def test_edits_inside_the_head_and_keeps_the_rest(engine, read_rgb):
@@ -67,7 +67,7 @@ def test_no_face_passes_through_and_unknown_style_is_refused(engine):
 
 
 def test_async_keyframes_render_every_frame(random_model, read_rgb):
-    engine = ThreeDPEEngine(ThreeDPEConfig(async_encoder=True), model=random_model)
+    engine = ThreeDPEEngine(ThreeDPEConfig(async_encoder=True, backend="torch-bf16"), model=random_model)
     session = engine.open_session()
     frame = _place(read_rgb("faces/ffhq_1.png"))
     controls = Controls(quality="fastest")

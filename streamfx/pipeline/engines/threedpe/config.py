@@ -15,8 +15,9 @@ class ThreeDPEConfig:
     weights: Path | None = None          # None: the imported weights (streamfx weights import)
     random_weights: bool = False         # random weights of the official shapes (benchmarks, tests)
     device: str = "cpu"
-    precision: str = "bf16"              # "fp32" is the parity path
-    backend: str = "torch"               # see streamfx.runtime.accelerated once engines are built
+    # streamfx.runtime.accelerated: auto (hybrid with OpenVINO, else torch-bf16), torch-bf16,
+    # torch-fp32 (the parity path), onnxruntime, openvino, tensorrt, hybrid
+    backend: str = "auto"
     async_encoder: bool | None = None    # None: async (keyframing) on CPU, in the frame path on GPU
     max_yaw_deg: float = 45.0            # render poses are clamped to what the model supports
     max_pitch_deg: float = 30.0

@@ -8,10 +8,8 @@ the latest smoothed tri-planes at the live pose.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -20,6 +18,7 @@ from .... import log
 from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
 from ....models.checkpoint import GET_WEIGHTS_HINT, find_imported_weights
+from ....runtime.accelerated import load_accelerated
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
 from ...styles import StyleLibrary, match_name
@@ -57,10 +56,8 @@ class ThreeDPEEngine(Engine):
                 model = threedpe.from_state(random_state_dicts(0), device=config.device)
             else:
                 model = threedpe.load(config.weights, device=config.device)
-        self.model = model
-        self.autocast = (torch.autocast(device_type=torch.device(config.device).type, dtype=torch.bfloat16)
-                         if config.precision == "bf16" else None)
-        self._token_lock = threading.Lock()
+        self.model = load_accelerated(model, config.backend)
+        self.backend = getattr(self.model, "backend", config.backend)
 
     def presets(self) -> list[str]:
         return self.styles.names()
@@ -69,16 +66,12 @@ class ThreeDPEEngine(Engine):
         return ["auto", *self.config.presets_best_first]
 
     def info(self) -> dict:
-        return {**super().info(), "precision": self.config.precision, "device": self.config.device}
-
-    def precision(self):
-        return self.autocast if self.autocast is not None else nullcontext()
+        return {**super().info(), "backend": self.backend, "device": self.config.device}
 
     def tokens_for(self, prompt: Prompt) -> torch.Tensor:
         """Reference tokens, computed once per prompt key and shared by all callers."""
         image = prompt.image if prompt.kind == "image" else self.styles.image(prompt.name)
-        with self.precision():
-            return self.model.prompt_tokens(prompt.key, image)
+        return self.model.prompt_tokens(prompt.key, image)
 
     def open_session(self) -> EngineSession:
         return ThreeDPESession(self)
@@ -121,14 +114,13 @@ class ThreeDPESession(EngineSession):
 
     # -- encoding -----------------------------------------------------------------------
     def _encode_smoothed(self, crop: np.ndarray, epoch: int) -> torch.Tensor:
-        engine = self.engine
+        model = self.engine.model
         tokens = self._tokens
-        with engine.precision():
-            if tokens is None:
-                if self._own_tokens is None:
-                    self._own_tokens = engine.model.reference_tokens(threedpe.prepare_reference(crop))
-                tokens = self._own_tokens
-            planes = engine.model.encode(threedpe.prepare_input(crop), tokens)
+        if tokens is None:
+            if self._own_tokens is None:
+                self._own_tokens = model.reference_tokens(threedpe.prepare_reference(crop))
+            tokens = self._own_tokens
+        planes = model.encode(threedpe.prepare_input(crop), tokens).float()
         if epoch != self._smoothed_epoch:
             self.smoother.reset()
             self._smoothed_epoch = epoch
@@ -171,7 +163,7 @@ class ThreeDPESession(EngineSession):
         yaw = float(np.clip(yaw, -cfg.max_yaw_deg, cfg.max_yaw_deg))
         pitch = float(np.clip(pitch, -cfg.max_pitch_deg, cfg.max_pitch_deg))
         camera = torch.from_numpy(label_from_degrees(yaw, pitch)).float()[None]
-        with timer.stage("render"), self.engine.precision():
+        with timer.stage("render"):
             image = self.engine.model.render(planes, camera, self.quality.current)["image"]
         rendered = to_uint8(image)
         with timer.stage("composite"):
