@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from ..pipeline.controls import POSE_MODES
 from . import CliError
 
 
@@ -15,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", action="append", default=None,
                    help="engine(s) to measure (repeatable; default: overlay and the auto engine)")
     p.add_argument("--preset", default="auto", help="3DPE quality preset (auto adapts)")
+    p.add_argument("--pose", default="follow", choices=POSE_MODES, help="pose mode (frontal re-poses every frame)")
+    p.add_argument("--prompt", default=None, help="a reference image or a preset name, for all engines")
     p.add_argument("--video", type=Path, default=None, help="input video (default: the head-turn test clip)")
     p.add_argument("--sizes", default="640x480,1280x720")
     p.add_argument("--seconds", type=float, default=6.0, help="real-time seconds per engine and size")
@@ -51,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     import av
 
     from ..pipeline.bench import plot, run as bench_run
-    from ..pipeline.controls import Controls
+    from ..pipeline.controls import Controls, PoseMode
+    from ..pipeline.engine import PromptError
+    from ..pipeline.prompts import ReferenceError, prompt_from_arg
     from ..pipeline.processor import CallerPipeline
 
     video = args.video or _default_video()
@@ -67,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
     for name in args.engine or ["overlay", "auto"]:
         engine = _engine(name)
         for size in sizes:
-            pipeline = CallerPipeline(engine, Controls(quality=args.preset))
+            pipeline = CallerPipeline(engine, Controls(quality=args.preset, pose=PoseMode(args.pose)))
+            try:
+                pipeline.set_prompt(prompt_from_arg(args.prompt))
+            except (ReferenceError, PromptError) as exc:
+                raise CliError(f"{engine.name}: {exc}") from None
             result = bench_run(pipeline, frames, fps, args.seconds, size).as_dict()
             pipeline.close()
             results.append(result)
@@ -76,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{result['frame_ms'].get('p95', 0):.1f} ms  fps out {result['fps_out']}  dropped {result['dropped']}"
                   f"  |  {stages}")
         engine.close()
-    data = {"benchmark": "pipeline", "video": str(video), "budget_ms": 40.0, "results": results}
+    data = {"benchmark": "pipeline", "video": str(video), "budget_ms": 40.0, "pose": args.pose,
+            "prompt": args.prompt, "results": results}
     if args.browser:
         from benchmarks.browser_roundtrip import main as browser_main  # noqa: PLC0415 (dev checkout only)
 

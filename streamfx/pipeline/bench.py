@@ -106,7 +106,6 @@ def plot(results: list[dict], path, budget_ms: float = 40.0) -> None:
     ax.plot(labels, [r["frame_ms"].get("p95", 0) for r in results], "kD", label="frame p95")
     ax.axhline(budget_ms, color="red", ls="--", label=f"{budget_ms:g} ms budget")
     ax.set_ylabel("ms per frame (p50 per stage)")
-    ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
