@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ENGINES_DIR = Path(__file__).resolve().parents[2] / "engines"
+def default_engines_dir() -> Path:
+    """``$STREAMFX_ENGINES``; else ``engines/`` of a source checkout; else the user cache."""
+    if os.environ.get("STREAMFX_ENGINES"):
+        return Path(os.environ["STREAMFX_ENGINES"]).expanduser()
+    checkout = Path(__file__).resolve().parents[2] / "engines"
+    if (checkout / "README.md").exists():
+        return checkout
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamfx" / "engines"
+
+
+ENGINES_DIR = default_engines_dir()
 MANIFEST = "manifest.json"
 
 
