@@ -61,7 +61,7 @@ class OverlaySession(EngineSession):
             gain = {"warm": np.array([1.15, 1.0, 0.8]), "cool": np.array([0.8, 1.0, 1.15])}.get(self.look)
             if gain is None:  # reference tint: scale channels toward the reference's mean colour
                 gain = 0.5 + self.tint / max(float(self.tint.mean()), 1e-3) * 0.5
-            target = np.clip(frame * gain.astype(np.float32), 0, 255).astype(np.uint8)
+            target = cv2.transform(frame, np.diag(gain).astype(np.float32))  # saturating per-channel gain
         if strength >= 1.0:
             return np.ascontiguousarray(target)
         return cv2.addWeighted(frame, 1.0 - strength, target, strength, 0.0)
