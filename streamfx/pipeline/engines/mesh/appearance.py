@@ -105,7 +105,12 @@ def transfer(roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, ref:
         return roi
     gx0, gy0, gx1, gy1 = gbox
     alpha = alpha_all[gy0:gy1, gx0:gx1]
-    caller_rgb = cv2.resize(roi, (grid.gw, grid.gh), interpolation=cv2.INTER_AREA)[gy0:gy1, gx0:gx1]
+    # the caller on the grid rectangle only: area-average the ROI pixels under those grid cells
+    sx, sy = grid.scale
+    rw, rh = grid.size
+    cx0, cy0 = int(round(gx0 * sx)), int(round(gy0 * sy))
+    cx1, cy1 = min(int(round(gx1 * sx)), rw), min(int(round(gy1 * sy)), rh)
+    caller_rgb = cv2.resize(roi[cy0:cy1, cx0:cx1], (gx1 - gx0, gy1 - gy0), interpolation=cv2.INTER_AREA)
     caller_rgb = caller_rgb.astype(np.float32) * (1.0 / 255.0)
     caller = cv2.cvtColor(caller_rgb, cv2.COLOR_RGB2Lab)
     size = ref.texture.shape[0]

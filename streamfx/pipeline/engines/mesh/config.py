@@ -21,11 +21,12 @@ class MeshEngineConfig:
     max_rotation_deg: float = 25.0  # the largest yaw / pitch change the live texture supports
     pivot_depth: float = 0.0  # rotation centre on the head's z axis, in head units (0 = canonical origin)
     mirror_cos: tuple[float, float] = (0.15, 0.45)  # vertices seen more obliquely than this borrow their mirror's texture
+    mirror_full_deg: float = 5.0  # the mirror blend ramps in from min_rotation_deg to this rotation (no pop, less work)
     mirror_border: float = 0.06  # the mirror blend reaches this far past the mesh border, in F
     fade: float = 0.2  # the displacement around the face falls to zero over this many F
     min_rotation_deg: float = 0.25  # smaller pose changes are not rendered (follow mode is exact)
     # --- dense maps
-    grid_face_px: int = 80  # the face is rasterised at this many grid pixels across
+    grid_face_px: int = 64  # the face is rasterised at this many grid pixels across
     # --- appearance transfer
     atlas_size: int = 256  # side of the reference's unwrapped face texture (UV atlas)
     shading_sigma: float = 0.10  # caller shading / reference albedo split scale, in F

@@ -25,7 +25,8 @@ from ...styles import StyleLibrary, match_name
 from ...timing import StageTimer
 from .appearance import ReferenceAppearance, unwrap
 from .config import MeshEngineConfig
-from .geometry import make_grid, plan_pose
+from .fields import smoothstep
+from .geometry import PosePlan, make_grid, plan_pose
 from .looks import LOOKS, Look
 from .raster import rasterize
 from .topology import facing, render_mesh, with_skirt
@@ -114,6 +115,14 @@ class MeshEngine(Engine):
             self._cache.clear()
 
 
+def _mirror_ramp(plan: PosePlan, cfg: MeshEngineConfig) -> float:
+    """0..1: how much of the mirror blend a pose change uses; small changes expose little
+    of what the live frame sees edge-on, and the blend then fades in without a pop."""
+    rot = max(abs(plan.target_deg[i] - plan.live_deg[i]) for i in range(2))
+    lo, hi = cfg.min_rotation_deg, max(cfg.mirror_full_deg, cfg.min_rotation_deg + 1e-3)
+    return float(smoothstep(np.float64((rot - lo) / (hi - lo))))
+
+
 class MeshSession(EngineSession):
     """One caller: a video face tracker, the active edit and the last frame's state."""
 
@@ -161,7 +170,7 @@ class MeshSession(EngineSession):
             attrs = np.empty((len(verts), 7), np.float32)
             attrs[:, 0:2] = verts[:, :2]
             attrs[:, 2:4] = verts[self.mesh.mirror, :2]
-            attrs[:, 4] = mirror_weights(verts, self.mesh, self.cfg) if plan.moves else 0.0
+            attrs[:, 4] = mirror_weights(verts, self.mesh, self.cfg) * _mirror_ramp(plan, self.cfg) if plan.moves else 0.0
             attrs[:, 5:7] = self.mesh.uv
             surface = raster.interpolate(attrs, self.mesh.tris)
             if plan.moves:

@@ -84,13 +84,14 @@ class Extension:
         if self.empty:
             return np.zeros((h, w, c), dtype=np.float32)
         index = self.index.reshape(self.dist.shape)[y0:y1, x0:x1]
-        near = values.reshape(-1, c)[index.reshape(-1)].reshape(h, w, c).astype(np.float32, copy=False)
+        # np.take is several times faster than fancy indexing here; covered pixels index
+        # themselves, so they keep their values exactly through the relax and fade below
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, c)
+        near = np.take(flat, index.reshape(-1), axis=0).reshape(h, w, c)
         relax_px = relax_px if relax_px is not None else (fade_px / 2.0 if fade_px else 0.0)
         if relax_px and relax_px > 0.5:
             blurred = cv2.GaussianBlur(near, (0, 0), relax_px / 2.0).reshape(h, w, c)
             near += (blurred - near) * smoothstep(self.dist[y0:y1, x0:x1] / relax_px)[..., None]
         if fade_px is not None:
             near *= self._weight(fade_px, box)[..., None]
-        cov = self.covered[y0:y1, x0:x1]
-        near[cov] = values[y0:y1, x0:x1][cov]
         return near

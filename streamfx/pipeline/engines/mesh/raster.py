@@ -30,17 +30,19 @@ class Raster:
 
     def interpolate(self, values: np.ndarray, tris: np.ndarray) -> np.ndarray:
         """Per-vertex ``values`` (V, C) -> (H, W, C) float32 (zero where uncovered)."""
-        return self.interpolate_corners(np.asarray(values, dtype=np.float32)[tris])
+        return self.interpolate_corners(np.take(np.asarray(values, dtype=np.float32), tris.astype(np.int64), axis=0))
 
     def interpolate_corners(self, corners: np.ndarray) -> np.ndarray:
         """Per-triangle-corner ``corners`` (T, 3, C) -> (H, W, C) float32 (zero where uncovered)."""
         h, w = self.tri.shape
-        out = np.zeros((h, w, corners.shape[2]), dtype=np.float32)
-        cov = self.covered
-        b = self.bary[cov]
-        v = corners.astype(np.float32, copy=False)[self.tri[cov]]  # (N, 3, C)
-        out[cov] = np.einsum("nk,nkc->nc", b, v)
-        return out
+        c = corners.shape[2]
+        out = np.zeros((h * w, c), dtype=np.float32)
+        idx = np.flatnonzero(self.tri.reshape(-1) >= 0)
+        b = np.take(self.bary.reshape(-1, 3), idx, axis=0)  # (N, 3)
+        tri = np.take(self.tri.reshape(-1), idx).astype(np.int64)
+        v = np.take(np.ascontiguousarray(corners, dtype=np.float32), tri, axis=0)  # (N, 3, C)
+        out[idx] = np.einsum("nk,nkc->nc", b, v)
+        return out.reshape(h, w, c)
 
 
 def rasterize(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, shape: tuple[int, int],
@@ -73,24 +75,36 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, shape: tuple[
     if total == 0:
         return Raster(tri_id.reshape(h, w), bary.reshape(h, w, 3))
 
-    t = np.repeat(np.arange(len(tris)), counts)
+    # per triangle, l1, l2 and the depth are affine in the pixel's offset from its bounding
+    # box corner: gather those few plane coefficients per candidate (contiguous float32
+    # rows, int64 indices: the fast paths of numpy's gather)
+    z = np.asarray(depth, dtype=np.float64)[tris]  # (T, 3)
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    c1x, c1y = e2[:, 1] * inv, -e2[:, 0] * inv
+    c2x, c2y = -e1[:, 1] * inv, e1[:, 0] * inv
+    ox, oy = x0 - a[:, 0], y0 - a[:, 1]  # planes relative to each bounding box's corner (precision)
+    c10 = c1x * ox + c1y * oy
+    c20 = c2x * ox + c2y * oy
+    dz1, dz2 = z[:, 1] - z[:, 0], z[:, 2] - z[:, 0]
+    coef = np.stack([c1x, c1y, c10, c2x, c2y, c20,
+                     dz1 * c1x + dz2 * c2x, dz1 * c1y + dz2 * c2y, z[:, 0] + dz1 * c10 + dz2 * c20,
+                     bw]).astype(np.float32)  # (10, T): contiguous rows gather fastest
+    t = np.repeat(np.arange(len(tris), dtype=np.int64), counts)
     start = np.cumsum(counts) - counts
-    local = np.arange(total) - start[t]
-    px = x0[t] + local % bw[t]
-    py = y0[t] + local // bw[t]
-    dx, dy = px - a[t, 0], py - a[t, 1]
-    inv = 1.0 / det[t]
-    l1 = (e2[t, 1] * dx - e2[t, 0] * dy) * inv
-    l2 = (e1[t, 0] * dy - e1[t, 1] * dx) * inv
+    local = (np.arange(total, dtype=np.int64) - start[t]).astype(np.float32)
+    width = coef[9][t]
+    row = np.floor((local + 0.5) / width)  # local // width, exact for these small integers
+    lx = local - row * width
+    l1 = coef[0][t] * lx + coef[1][t] * row + coef[2][t]
+    l2 = coef[3][t] * lx + coef[4][t] * row + coef[5][t]
     l0 = 1.0 - l1 - l2
-    inside = (l0 >= -_EDGE_EPS) & (l1 >= -_EDGE_EPS) & (l2 >= -_EDGE_EPS)
-    t, px, py, l0, l1, l2 = t[inside], px[inside], py[inside], l0[inside], l1[inside], l2[inside]
-    z = np.asarray(depth, dtype=np.float64)
-    d = l0 * z[tris[t, 0]] + l1 * z[tris[t, 1]] + l2 * z[tris[t, 2]]
-    pix = py * w + px
-    zbuf = np.full(h * w, np.inf)
+    sel = np.flatnonzero((l0 >= -_EDGE_EPS) & (l1 >= -_EDGE_EPS) & (l2 >= -_EDGE_EPS))
+    t, lx, row, l0, l1, l2 = t[sel], lx[sel], row[sel], l0[sel], l1[sel], l2[sel]
+    d = coef[6][t] * lx + coef[7][t] * row + coef[8][t]
+    pix = (y0[t] + row.astype(np.int64)) * w + (x0[t] + lx.astype(np.int64))
+    zbuf = np.full(h * w, np.inf, np.float32)
     np.minimum.at(zbuf, pix, d)
-    win = d <= zbuf[pix]
+    win = np.flatnonzero(d <= zbuf[pix])
     pix = pix[win]
     tri_id[pix] = t[win]
     lam = np.clip(np.stack([l0[win], l1[win], l2[win]], axis=1), 0.0, None)

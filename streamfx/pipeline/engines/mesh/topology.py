@@ -163,14 +163,20 @@ def facing_cos(points: np.ndarray, mesh: RenderMesh) -> np.ndarray:
     return -n[:, 2] / np.maximum(np.linalg.norm(n, axis=1), 1e-9)
 
 
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of (N, 3) arrays (np.cross has a large fixed overhead)."""
+    return np.stack([u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1],
+                     u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2],
+                     u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]], axis=1)
+
+
 def vertex_cos(points: np.ndarray, mesh: RenderMesh) -> np.ndarray:
     """(468,) cosine between each vertex normal (area-weighted, skin triangles) and the
     direction to the camera; points as in :func:`facing_cos`."""
     p = np.asarray(points, dtype=np.float64)
     tris = mesh.tris[mesh.cullable]
     a, b, c = p[tris[:, 0]], p[tris[:, 1]], p[tris[:, 2]]
-    n = np.cross(b - a, c - a)
-    acc = np.zeros((p.shape[0], 3))
-    for k in range(3):
-        np.add.at(acc, tris[:, k], n)
+    n = _cross(b - a, c - a)
+    corners = tris.T.reshape(-1)  # each triangle's normal goes to its three corners
+    acc = np.stack([np.bincount(corners, weights=np.tile(n[:, i], 3), minlength=p.shape[0]) for i in range(3)], axis=1)
     return -acc[:, 2] / np.maximum(np.linalg.norm(acc, axis=1), 1e-9)

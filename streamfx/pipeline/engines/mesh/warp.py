@@ -38,12 +38,24 @@ def mirror_weights(source: np.ndarray, mesh: RenderMesh, cfg: MeshEngineConfig) 
     return ((1.0 - seen) * seen[mesh.mirror]).astype(np.float32)
 
 
+_BASE = np.zeros((0, 0, 2), np.float32)  # _BASE[y, x] = (x, y), grown on demand
+
+
+def _pixel_coords(x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """(h, w, 2) float32 frame coordinates (x, y) of the rectangle starting at (x0, y0) (do not modify)."""
+    global _BASE
+    if _BASE.shape[0] < y0 + h or _BASE.shape[1] < x0 + w:
+        bh, bw = max(_BASE.shape[0], y0 + h), max(_BASE.shape[1], x0 + w)
+        xs, ys = np.meshgrid(np.arange(bw, dtype=np.float32), np.arange(bh, dtype=np.float32))
+        _BASE = np.dstack([xs, ys])
+    return _BASE[y0:y0 + h, x0:x0 + w]
+
+
 def _remap(frame: np.ndarray, d: np.ndarray, x0: int, y0: int) -> np.ndarray:
     """Sample ``frame`` at ROI pixel + ``d`` (h, w, 2) for the rectangle starting at frame (x0, y0)."""
     h, w = d.shape[:2]
-    mx = d[..., 0] + np.arange(x0, x0 + w, dtype=np.float32)[None, :]
-    my = d[..., 1] + np.arange(y0, y0 + h, dtype=np.float32)[:, None]
-    return cv2.remap(frame, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    xy = cv2.add(np.ascontiguousarray(d), _pixel_coords(x0, y0, w, h))  # (h, w, 2): one CV_32FC2 map
+    return cv2.remap(frame, xy, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def render(frame: np.ndarray, grid: Grid, covered: np.ndarray, source: np.ndarray, mirrored: np.ndarray,
