@@ -88,3 +88,26 @@ def _png(rgb: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", rgb[..., ::-1])
     assert ok
     return data.tobytes()
+
+
+def test_face_switch_resets_temporal_state(engine, read_rgb):
+    """A switched identity (reported by the tracker) restarts smoothing and the caller's own tokens."""
+    from streamfx.face.types import TrackResult
+
+    session = engine.open_session()
+    frame = _place(read_rgb("faces/ffhq_2.png"))
+    controls = Controls(quality="fastest")
+    session.process(frame, controls, StageTimer())
+    epoch, own = session._epoch, session._own_tokens
+    assert own is not None and session.stats()["planes_age"] == 0
+    real_update = session.tracker.update
+
+    def switched(frame, t):
+        result = real_update(frame, t)
+        return TrackResult(result.face, result.status, result.num_faces, switched=True)
+
+    session.tracker.update = switched
+    session.process(frame, controls, StageTimer())
+    assert session._epoch == epoch + 1, "a face switch must restart tri-plane smoothing"
+    assert session._own_tokens is not own, "the new face gets its own identity tokens"
+    session.close()
