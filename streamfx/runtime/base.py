@@ -46,6 +46,20 @@ class Runner(ABC):
         """Run the graph. Inputs are named as in ``spec.inputs``; outputs as in ``spec.outputs``."""
 
 
+def numpy_feed(inputs: dict[str, torch.Tensor]) -> dict:
+    """Named torch tensors -> float32 numpy arrays, the input format of the CPU runtimes."""
+    return {name: t.detach().to(torch.float32).cpu().numpy() for name, t in inputs.items()}
+
+
+def package_availability(module: str, extra: str = "cpu-runtimes") -> tuple[bool, str]:
+    """(True, "") when ``module`` imports, else (False, how to install it)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False, f"pip install 'streamfx[{extra}]' ({module})"
+    return True, ""
+
+
 class Backend(ABC):
     name: str = "backend"
     #: the artefact a backend builds from an ONNX file (".onnx" for those that read it directly)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Backend, BackendUnavailable, GraphSpec, Runner
+from .base import Backend, BackendUnavailable, GraphSpec, Runner, numpy_feed, package_availability
 
 
 class _OvRunner(Runner):
@@ -17,7 +17,7 @@ class _OvRunner(Runner):
         self.ports = {o.name: compiled.output(o.name) for o in spec.outputs}
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        feed = {name: t.detach().to(torch.float32).cpu().numpy() for name, t in inputs.items()}
+        feed = numpy_feed(inputs)
         result = self.request.infer(feed)
         # Look outputs up by port: a port may carry several tensor names (e.g. a graph output
         # that also feeds other nodes), so ``get_any_name`` need not return the output's name.
@@ -32,11 +32,7 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False, "pip install 'streamfx[cpu-runtimes]' (openvino)"
-        return True, ""
+        return package_availability("openvino")
 
     def load(self, artefact: Path, spec: GraphSpec) -> Runner:
         import openvino as ov

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Backend, BackendUnavailable, GraphSpec, Runner
+from .base import Backend, BackendUnavailable, GraphSpec, Runner, numpy_feed, package_availability
 
 
 class _OrtRunner(Runner):
@@ -17,7 +17,7 @@ class _OrtRunner(Runner):
         self.output_names = [o.name for o in spec.outputs]
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        feed = {name: t.detach().to(torch.float32).cpu().numpy() for name, t in inputs.items()}
+        feed = numpy_feed(inputs)
         outs = self.session.run(self.output_names, feed)
         return {name: torch.from_numpy(np.asarray(v)) for name, v in zip(self.output_names, outs)}
 
@@ -30,11 +30,7 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False, "pip install 'streamfx[cpu-runtimes]' (onnxruntime)"
-        return True, ""
+        return package_availability("onnxruntime")
 
     def load(self, artefact: Path, spec: GraphSpec) -> Runner:
         import onnxruntime as ort

@@ -26,6 +26,15 @@ def upsample2x_aligned(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=(x.shape[2] * 2, x.shape[3] * 2), mode="bilinear", align_corners=True)
 
 
+def conv_chain(convs, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``convs`` in turn with a leaky ReLU between them (none after the last)."""
+    last = len(convs) - 1
+    for i, conv in enumerate(convs):
+        x = conv(x)
+        if i < last:
+            x = F.leaky_relu(x, LEAK)
+    return x
+
 class FeatureBranch(nn.Module):
     def __init__(self, in_channels: int = 256, dim: int = 1024, blocks: int = 2) -> None:
         super().__init__()
@@ -52,9 +61,4 @@ class HighBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 5, H, W) -> (B, 128, H/4, W/4)."""
-        last = len(self.convs) - 1
-        for i, conv in enumerate(self.convs):
-            x = conv(x)
-            if i < last:
-                x = F.leaky_relu(x, LEAK)
-        return x
+        return conv_chain(self.convs, x)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .branches import LEAK
+from .branches import LEAK, conv_chain
 from .live_encoder import LiveEncoder, with_coordinates
 
 
@@ -71,13 +71,7 @@ class _FoldedHighBranch(nn.Module):
         self.first, self.rest, self.dtype = first, branch.convs[1:], dtype
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.first(rgb), LEAK).to(self.dtype)
-        last = len(self.rest) - 1
-        for i, conv in enumerate(self.rest):
-            x = conv(x)
-            if i < last:
-                x = F.leaky_relu(x, LEAK)
-        return x
+        return conv_chain(self.rest, F.leaky_relu(self.first(rgb), LEAK).to(self.dtype))
 
 
 class FastEncoder(nn.Module):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import MeshEngineConfig
 from .geometry import Grid
-from .masks import face_alpha, frame_box, grid_box, upsample_to_box
+from .masks import face_alpha, face_boxes, upsample_to_box
 from .raster import Raster
 from .topology import RenderMesh
 
@@ -60,10 +60,10 @@ class Look:
               cfg: MeshEngineConfig, uv: np.ndarray | None = None) -> np.ndarray:
         """Filter the face in ``roi`` (h, w, 3) uint8 in place and return it."""
         alpha = face_alpha(raster, mesh, grid, cfg.edge_feather, None) * float(strength)
-        gbox = grid_box(alpha)
-        box = frame_box(alpha, grid)
-        if gbox is None or box is None:
+        boxes = face_boxes(alpha, grid)
+        if boxes is None:
             return roi
+        gbox, box = boxes
         x0, y0, x1, y1 = box
         sub = roi[y0:y1, x0:x1]
         face_frame_px = grid.face_px * grid.scale[0]

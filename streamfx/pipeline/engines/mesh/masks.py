@@ -80,3 +80,9 @@ def frame_box(alpha: np.ndarray, grid: Grid) -> tuple[int, int, int, int] | None
     if x1 <= x0 or y1 <= y0:
         return None
     return x0, y0, x1, y1
+
+
+def face_boxes(alpha: np.ndarray, grid: Grid) -> tuple[Box, tuple[int, int, int, int]] | None:
+    """(grid_box, frame_box) of ``alpha``, or None when it is all zero."""
+    gbox, box = grid_box(alpha), frame_box(alpha, grid)
+    return None if gbox is None or box is None else (gbox, box)
