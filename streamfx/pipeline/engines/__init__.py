@@ -12,9 +12,10 @@ def _threedpe():
 
 
 def _threedpe_readiness():
-    from .threedpe.engine import readiness
+    """Cheap: looks for imported weights without importing the model code."""
+    from ...models.checkpoint import GET_WEIGHTS_HINT, find_imported_weights
 
-    return readiness()
+    return None if find_imported_weights() is not None else f"no 3DPE weights imported; {GET_WEIGHTS_HINT}"
 
 
 register("overlay", OverlayEngine)

@@ -17,7 +17,6 @@ import torch
 from .... import log
 from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
-from ....models.checkpoint import GET_WEIGHTS_HINT, find_imported_weights
 from ....runtime.accelerated import load_accelerated
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
@@ -29,11 +28,6 @@ from .quality import AdaptiveQuality
 from .smoothing import TriplaneSmoother
 
 logger = log.get(__name__)
-
-
-def readiness() -> str | None:
-    """None when imported weights exist, else how to get them."""
-    return None if find_imported_weights() is not None else f"no 3DPE weights imported; {GET_WEIGHTS_HINT}"
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
