@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test bench install clean
+.PHONY: run test test-full bench install clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "streamfx: needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -25,6 +25,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# everything, including the checks marked `full` (longer; not needed to land a change)
+test-full: $(STAMP)
+	$(PY) -m pytest -q -m "full or not full" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all $(ARGS)

@@ -1,22 +1,25 @@
-"""3DPE speed on this machine: the fp32 parity path vs the fast paths and each preset, in one run.
+"""3DPE speed on this machine: fp32 vs bf16 vs ``auto``, per stage and preset, in one run.
 
-Measures, for a real face (ffhq_1) encoded with a real reference (style_1) and formula
-weights (the known-answer weights; no download):
+The default run answers the user's question: is ``auto`` (what the server and ``streamfx
+edit`` run) at least as fast as the fp32 reference path here, and what did it choose?
 
-* the machine's peak: a large fp32 and bf16 matmul (GFLOP/s);
-* the **fp32 reference path** (the parity path: ``ThreeDPE`` as loaded) at full quality;
-* the **torch-bf16 fast path** (``load_accelerated(model, "torch-bf16")``) at every preset;
-* optionally the exported graphs on ONNX Runtime / OpenVINO (``--backends``), built through the
-  engine cache first (build time not counted);
-* per stage: reference tokens, encoder, renderer volume, super-resolution; FLOPs per stage
-  (encoder/ViT counted with ``FlopCounterMode``, renderer from ``renderer/flops.py``) and the
-  fraction of the measured peak of the path's precision;
-* each preset's PSNR against the fp32 full-quality image (resized to the preset's size).
+* ``fp32``: the reference PyTorch path (``torch-fp32``, the parity path);
+* ``bf16``: the fast path forced to bf16 in every stage (``torch-bf16``);
+* ``auto``: what ``load_accelerated(model, "auto")`` picks: the backend and, per stage, the
+  precision the capability probe measured fastest (printed with the probe's reason).
 
-Writes ``benchmarks/results/3dpe.json`` and prints a short table. Keep it under ~5 minutes:
-``--reps`` is small because the fp32 path costs seconds per frame.
+Each is timed on a real face (ffhq_1) and reference (style_1) with the known-answer formula
+weights: encode, and render at every preset, as milliseconds and as a ratio to fp32 measured
+in the same run (higher is faster). Where the probe measured bf16 slower than fp32
+(emulated, e.g. AVX2-only CPUs), forced bf16 would take minutes per frame: it is timed on
+the ``fastest`` render only, and the rest is reported as skipped with the measured slowdown.
 
-    python -m benchmarks.bench_3dpe [--reps 3] [--backends torch-bf16,openvino,onnxruntime]
+``--detail`` adds the older per-backend analysis (FLOPs per stage, fraction of peak, preset
+PSNR, exported graphs on ONNX Runtime / OpenVINO with ``--backends``).
+
+Writes ``benchmarks/results/3dpe.json``.
+
+    python -m benchmarks.bench_3dpe [--reps 1] [--detail --backends torch-bf16,hybrid,openvino,onnxruntime]
 """
 
 from __future__ import annotations
@@ -95,13 +98,85 @@ def stage_row(times: dict, flops: dict, peak: float) -> dict:
     return row
 
 
+def compare_precisions(reps: int = 1) -> dict:
+    """fp32 vs bf16 vs auto: encode and every preset's render, ms and ratio to fp32."""
+    from streamfx.models import testing, threedpe
+    from streamfx.models.renderer import look_at_camera
+    from streamfx.runtime.accelerated import load_accelerated, resolve_backend
+    from streamfx.runtime.probe import MIN_SPEEDUP, probe
+
+    caps = probe()
+    model = threedpe.from_state(testing.formula_state_dicts())
+    x = threedpe.prepare_input(read_rgb("faces/ffhq_1.png"))
+    tokens = model.reference_tokens(threedpe.prepare_reference(read_rgb("styles/style_1.png")))
+    camera = look_at_camera(math.pi / 2 + 0.25, math.pi / 2 - 0.05)
+    bf16_slow = min(caps.measured.speedup("matmul"), caps.measured.speedup("conv")) < MIN_SPEEDUP
+    auto_backend = resolve_backend("auto")
+    print(f"probe: {caps.plan.reason}")
+    print(f"auto = {auto_backend}, stages: " + ", ".join(f"{s} {getattr(caps.plan, s)}"
+                                                        for s in ("vit", "encoder", "decoder", "superres")))
+    rows: dict = {}
+    for label, backend in (("fp32", "torch-fp32"), ("bf16", "torch-bf16"), ("auto", "auto")):
+        acc = load_accelerated(model, backend, list(PRESETS))
+        only_light = label == "bf16" and bf16_slow
+        row: dict = {"backend": getattr(acc, "backend", backend), "precision": acc.describe()["stages"]}
+        if only_light:
+            planes = rows["fp32"]["_planes"]
+            row["skipped"] = (f"bf16 measured {caps.measured.speedup('matmul'):.2f}x (matmul) and "
+                              f"{caps.measured.speedup('conv'):.2f}x (conv) fp32 here; only the fastest render is timed")
+        else:
+            planes = acc.encode(x, tokens)
+            row["encode_ms"] = round(best_time(lambda: acc.encode(x, tokens), reps, warmup=False) * 1e3, 1)
+        row["_planes"] = planes
+        row["render_ms"] = {}
+        for name in (("fastest",) if only_light else PRESETS):
+            row["render_ms"][name] = round(best_time(lambda: acc.render(planes, camera, name), reps) * 1e3, 1)
+        rows[label] = row
+        del acc
+    base = rows["fp32"]
+    for row in rows.values():
+        row.pop("_planes")
+        if "encode_ms" in row:
+            row["encode_x_fp32"] = round(base["encode_ms"] / row["encode_ms"], 2)
+        row["render_x_fp32"] = {k: round(base["render_ms"][k] / v, 2) for k, v in row["render_ms"].items()}
+    print(f"\n{'path':<6}{'backend':<12}{'encode ms':>10}{'x fp32':>8}" +
+          "".join(f"{p + ' ms':>14}{'x':>6}" for p in PRESETS))
+    for label, row in rows.items():
+        line = f"{label:<6}{row['backend']:<12}"
+        line += f"{row['encode_ms']:>10.0f}{row['encode_x_fp32']:>8.2f}" if "encode_ms" in row else f"{'-':>10}{'-':>8}"
+        for p in PRESETS:
+            if p in row["render_ms"]:
+                line += f"{row['render_ms'][p]:>14.1f}{row['render_x_fp32'][p]:>6.2f}"
+            else:
+                line += f"{'-':>14}{'-':>6}"
+        print(line)
+        if "skipped" in row:
+            print(f"      ({row['skipped']})")
+    return {"probe": {"measured": {"matmul": caps.measured.matmul, "conv": caps.measured.conv},
+                      "reason": caps.plan.reason, "cpu": caps.cpu.model, "flags": list(caps.cpu.flags),
+                      "torch_capability": caps.cpu.torch_capability},
+            "auto_backend": auto_backend, "paths": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="timed runs per measurement (fast path)")
+    parser.add_argument("--reps", type=int, default=1, help="timed runs per measurement (after one warm-up)")
+    parser.add_argument("--detail", action="store_true", help="also the per-backend, per-stage analysis")
     parser.add_argument("--backends", default="torch-bf16,hybrid,openvino,onnxruntime",
-                        help="comma-separated: torch-bf16, hybrid, openvino, onnxruntime")
+                        help="with --detail, comma-separated: torch-bf16, hybrid, openvino, onnxruntime")
     parser.add_argument("--out", type=Path, default=RESULTS / "3dpe.json")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
+    comparison = compare_precisions(args.reps)
+    if not args.detail:
+        data = {"benchmark": "3dpe", "machine": machine(), "weights": "formula (known-answer)",
+                "comparison": comparison, "seconds": round(time.perf_counter() - started, 1)}
+        print(f"wrote {write_json(args.out, data)} in {data['seconds']:.0f} s")
+        return 0
+    return detail(args, comparison)
+
+
+def detail(args, comparison: dict) -> int:
     backends = [b for b in args.backends.split(",") if b]
 
     from streamfx.models import testing, threedpe
@@ -124,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     flops = {"reference_tokens": counted_gflop(lambda: model.reference_tokens(ref224))}
     tokens = model.reference_tokens(ref224)
     results: dict = {"machine": machine() | {"peak_gflops": peak}, "weights": "formula (known-answer)",
-                     "input": "faces/ffhq_1.png + styles/style_1.png", "paths": {}}
+                     "input": "faces/ffhq_1.png + styles/style_1.png", "paths": {}, "comparison": comparison}
 
     # ---------------------------------------------------------------- fp32 reference (parity) path
     t_tok = best_time(lambda: model.reference_tokens(ref224), 1)
@@ -218,12 +293,12 @@ def structured_psnr() -> dict:
     per-preset PSNR there mostly measures the super-resolution mode; this scene also measures
     the sampling (rays, samples per ray).
     """
-    from streamfx.models import testing, threedpe
+    from streamfx.models import random_weights, threedpe
     from streamfx.models.renderer import look_at_camera
-    from streamfx.models.renderer.testing import analytic_planes
+    from streamfx.models.renderer.scenes import analytic_planes
     from streamfx.runtime.accelerated import load_accelerated
 
-    model = threedpe.from_state(testing.random_state_dicts(0))
+    model = threedpe.from_state(random_weights.random_state_dicts(0))
     planes = analytic_planes(60.0)
     camera = look_at_camera(math.pi / 2 + 0.25, math.pi / 2 - 0.05)
     full = model.render(planes, camera, "full")

@@ -54,3 +54,17 @@ def read_video(testdata):
         return frames
 
     return read
+
+
+@pytest.fixture(scope="session")
+def fast_bf16() -> None:
+    """For tests of a bf16 path: skips where the capability probe measured bf16 slower than
+    fp32 (emulated, e.g. AVX2-only CPUs), because nothing runs that path there and emulated
+    bf16 takes minutes."""
+    from streamfx.runtime.probe import MIN_SPEEDUP, probe
+
+    measured = probe().measured
+    slow = [k for k in ("matmul", "conv") if measured.speedup(k) < MIN_SPEEDUP]
+    if slow:
+        pytest.skip(f"bf16 is not used on this CPU: the probe measured {', '.join(slow)} at "
+                    f"{min(measured.speedup(k) for k in slow):.2f}x fp32")

@@ -251,13 +251,18 @@ function percentile(values, p) {
 }
 function renderStats() {
   const s = state.serverStats || {};
-  const lines = [`state ${state.connection}   engine ${s.engine || "?"}`,
+  const lines = [`state ${state.connection}   engine ${s.engine || "?"}` +
+      (s.backend ? `   ${s.backend} ${s.precision}` : ""),
+    // the headline: frames the engine edited (3dpe renders them from the latest tri-planes)
+    `edited ${s.renderer_fps ?? s.fps_out ?? "-"} fps` +
+      (s.frames_passed !== undefined ? `  passed through ${s.frames_passed}` : "") +
+      (s.planes_age !== undefined && s.planes_age !== null ? `  planes age ${s.planes_age}` : ""),
     `fps in ${s.fps_in ?? "-"}  out ${s.fps_out ?? "-"}  dropped ${s.dropped ?? 0}`,
     `server latency p50 ${s.latency_ms?.p50 ?? "-"} ms  p95 ${s.latency_ms?.p95 ?? "-"} ms`];
   const rtt = state.rtt.slice(-100);
   if (rtt.length) lines.push(`round trip p50 ${percentile(rtt, 50).toFixed(1)} ms`);
   for (const [k, v] of Object.entries(s.stages_ms || {})) lines.push(`  ${k.padEnd(10)} ${v.toFixed(1)} ms`);
-  for (const k of ["preset", "encoder_fps", "renderer_fps", "planes_age", "face", "pose_clamped"]) {
+  for (const k of ["preset", "strength", "encoder_fps", "face", "pose_clamped"]) {
     if (s[k] !== undefined) lines.push(`${k} ${s[k]}`);
   }
   $("stats").textContent = lines.join("\n");

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from ..pipeline.controls import POSE_MODES
 from . import CliError
+from .common import add_runtime_args, engine_options_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/pipeline.json"))
     p.add_argument("--png", type=Path, default=None, help="plot of per-stage time against the budget")
     p.add_argument("--browser", action="store_true", help="also measure the browser round trip in Chromium")
+    p.add_argument("--offline", action="store_true",
+                   help="process every frame in order, as streamfx process does (no frame is dropped)")
+    p.add_argument("--keyframe-every", type=int, default=1, metavar="N", help="with --offline: encode every Nth frame")
+    add_runtime_args(p)
     p.set_defaults(func=run)
 
 
@@ -36,18 +40,21 @@ def _default_video() -> Path:
     raise CliError("no --video given and the test clip ../shared/testdata/video/head_turn_1.mp4 is not here")
 
 
-def _engine(name: str):
+def _engine(name: str, options):
+    from dataclasses import replace
+
     from ..pipeline import engine as registry
+    from ..pipeline.engine import EngineUnavailable
     from ..pipeline.select import build_engine, resolve
 
-    name = resolve(name)
-    if name == "3dpe" and registry.unusable_reason("3dpe") is not None:
-        from ..pipeline.engines.threedpe.config import ThreeDPEConfig
-        from ..pipeline.engines.threedpe.engine import ThreeDPEEngine
-
+    name = resolve(name, options)
+    if name == "3dpe" and registry.unusable_reason("3dpe", options) is not None:
         print("3dpe: no imported weights, using random weights of the official shapes")
-        return ThreeDPEEngine(ThreeDPEConfig(random_weights=True))
-    return build_engine(name)
+        options = replace(options, random_weights_seed=0)
+    try:
+        return build_engine(name, options)
+    except (EngineUnavailable, ValueError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,25 +75,25 @@ def run(args: argparse.Namespace) -> int:
     except (av.error.FFmpegError, OSError, IndexError) as exc:
         raise CliError(f"cannot read {video}: {exc}") from None
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    options = engine_options_from_args(args, offline=args.offline, keyframe_every=args.keyframe_every)
     results = []
     for name in args.engine or ["overlay", "auto"]:
-        engine = _engine(name)
+        engine = _engine(name, options)
         for size in sizes:
             pipeline = CallerPipeline(engine, Controls(quality=args.preset, pose=PoseMode(args.pose)))
             try:
                 pipeline.set_prompt(prompt_from_arg(args.prompt))
             except (ReferenceError, PromptError) as exc:
                 raise CliError(f"{engine.name}: {exc}") from None
-            result = bench_run(pipeline, frames, fps, args.seconds, size).as_dict()
+            outcome = bench_run(pipeline, frames, fps, args.seconds, size, offline=args.offline)
             pipeline.close()
+            result = outcome.as_dict()
             results.append(result)
             stages = "  ".join(f"{k} {v.get('p50', 0):.1f}/{v.get('p95', 0):.1f}" for k, v in result["stages_ms"].items())
-            print(f"{result['engine']:8s} {result['size']:>9s}  frame p50/p95 {result['frame_ms'].get('p50', 0):.1f}/"
-                  f"{result['frame_ms'].get('p95', 0):.1f} ms  fps out {result['fps_out']}  dropped {result['dropped']}"
-                  f"  |  {stages}")
+            print(f"{outcome.headline()}\n{'':19s}stages p50/p95 ms: {stages}")
         engine.close()
     data = {"benchmark": "pipeline", "video": str(video), "budget_ms": 40.0, "pose": args.pose,
-            "prompt": args.prompt, "results": results}
+            "prompt": args.prompt, "offline": args.offline, "results": results}
     if args.browser:
         from benchmarks.browser_roundtrip import main as browser_main  # noqa: PLC0415 (dev checkout only)
 

@@ -16,6 +16,7 @@ from ..io import virtual_camera
 from ..io.camera_source import CameraSource
 from ..io.encoding import VideoWriter
 from ..io.errors import MediaError
+from ..pipeline.pacing import FramePacer
 from ..pipeline.timing import StageTimer
 
 PREVIEW_WINDOW = "StreamFX (q to quit)"
@@ -72,9 +73,12 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
     writer = VideoWriter(args.output, width, height, source.fps) if args.output else None
     started = time.monotonic()
     frames = 0
+    pacer = FramePacer(args.max_fps)
     try:
         while args.frames is None or frames < args.frames:
+            pacer.wait()
             frame = source.read()
+            pacer.started()
             timer = StageTimer()
             out = pipeline.process(frame, timer)
             pipeline.stats.record(timer, sum(timer.ms.values()))

@@ -8,10 +8,37 @@ from pathlib import Path
 
 from ..pipeline.controls import POSE_MODES, Controls, PoseMode
 from ..pipeline.engine import EngineUnavailable, PromptError
+from ..pipeline.options import EngineOptions
 from ..pipeline.processor import CallerPipeline
 from ..pipeline.prompts import ReferenceError, prompt_from_arg
 from ..pipeline.select import build_engine
+from ..runtime.names import BACKEND_CHOICES
 from . import CliError
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """--backend, --threads, --max-fps and --random-weights: how the engine runs."""
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                        help="3DPE execution path (auto: measured per machine; see streamfx doctor)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for inference (default: all cores); fewer leave room for the call app")
+    parser.add_argument("--max-fps", type=float, default=None, metavar="F",
+                        help="filter at most F frames per second (default: every frame the engine can take)")
+    parser.add_argument("--random-weights", type=int, default=None, metavar="SEED", nargs="?", const=0,
+                        help="run 3DPE on random weights of the official shapes (demos, benchmarks)")
+
+
+def engine_options_from_args(args: argparse.Namespace, **overrides) -> EngineOptions:
+    """The :class:`EngineOptions` the runtime arguments ask for; CliError when out of range."""
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise CliError("--threads must be at least 1")
+    if getattr(args, "max_fps", None) is not None and args.max_fps <= 0:
+        raise CliError("--max-fps must be positive")
+    try:
+        return EngineOptions(backend=getattr(args, "backend", "auto"), threads=getattr(args, "threads", None),
+                             random_weights_seed=getattr(args, "random_weights", None), **overrides)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +52,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", default="auto", help="quality preset (auto by default)")
     parser.add_argument("--strength", type=float, default=1.0, help="edit strength 0..1")
     add_styles_arg(parser)
+    add_runtime_args(parser)
 
 
 def add_styles_arg(parser: argparse.ArgumentParser) -> None:
@@ -45,11 +73,13 @@ def controls_from_args(args: argparse.Namespace) -> Controls:
                     strength=max(0.0, min(1.0, args.strength)))
 
 
-def pipeline_from_args(args: argparse.Namespace) -> CallerPipeline:
-    """The engine, controls and prompt the engine arguments ask for; CliError if unusable."""
+def pipeline_from_args(args: argparse.Namespace, **options) -> CallerPipeline:
+    """The engine, controls and prompt the engine arguments ask for; CliError if unusable.
+    ``options`` override :class:`EngineOptions` fields (``offline=True`` for files)."""
     apply_styles_arg(args)
+    engine_options = engine_options_from_args(args, **options)
     try:
-        pipeline = CallerPipeline(build_engine(args.engine), controls_from_args(args))
+        pipeline = CallerPipeline(build_engine(args.engine, engine_options), controls_from_args(args))
         pipeline.set_prompt(prompt_from_arg(args.prompt))
     except (ReferenceError, PromptError, EngineUnavailable, ValueError, KeyError) as exc:
         raise CliError(str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__) from None

@@ -10,6 +10,7 @@ import argparse
 import math
 from pathlib import Path
 
+from ..runtime.names import BACKEND_CHOICES
 from . import CliError
 
 
@@ -25,8 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paste", action="store_true", help="paste the edited face back into the photo")
     p.add_argument("--preset", default="full", help="render preset (default: full quality)")
     p.add_argument("--weights", type=Path, default=None, help="3dpe.pt or an imported weights folder")
-    p.add_argument("--fp32", action="store_true", help="use the fp32 reference path instead of bf16")
-    p.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)  # tests and demos
+    p.add_argument("--fp32", action="store_true", help="use the fp32 reference path (same as --backend torch-fp32)")
+    p.add_argument("--backend", default="torch", choices=BACKEND_CHOICES,
+                   help="execution path (default torch: precision per stage measured on this machine)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument("--random-weights", type=int, default=None, metavar="SEED", nargs="?", const=0,
+                   help="random weights of the official shapes (demos, benchmarks)")
     p.set_defaults(func=run)
 
 
@@ -42,16 +47,13 @@ def _read(path: Path):
 
 
 def _model(args):
-    import torch
-
     from ..models import threedpe
     from ..models.checkpoint import CheckpointError
 
-    if args.random_weights:
-        from ..models.testing import random_state_dicts
+    if args.random_weights is not None:
+        from ..models.random_weights import random_state_dicts
 
-        torch.manual_seed(0)
-        return threedpe.from_state(random_state_dicts(0))
+        return threedpe.from_state(random_state_dicts(args.random_weights))
     try:
         return threedpe.load(args.weights)
     except CheckpointError as exc:
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import threedpe
     from ..pipeline.engines.threedpe.engine import to_uint8
     from ..runtime.accelerated import load_accelerated
+    from ..runtime.threads import apply_threads
 
     if args.views < 0 or (args.video and args.views < 2):
         raise CliError("--video needs --views N with N >= 2")
@@ -76,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if found.face is None:
         raise CliError(f"no face found in {args.photo}")
     aligned = align_face(photo, found.face)
-    model = load_accelerated(_model(args), "torch-fp32" if args.fp32 else "torch-bf16")
+    if args.threads is not None and args.threads < 1:
+        raise CliError("--threads must be at least 1")
+    apply_threads(args.threads)
+    model = load_accelerated(_model(args), "torch-fp32" if args.fp32 else args.backend, threads=args.threads)
     yaw = found.face.pose.yaw_deg if args.yaw is None else args.yaw
     pitch = found.face.pose.pitch_deg if args.pitch is None else args.pitch
     try:

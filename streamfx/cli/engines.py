@@ -49,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _load_model(args: argparse.Namespace):
     import torch
 
-    from ..models import testing, threedpe
+    from ..models import random_weights, threedpe
     from ..models.checkpoint import CheckpointError
 
     if args.random_weights:
-        return threedpe.from_state(testing.random_state_dicts(0), dtype=torch.float32)
+        return threedpe.from_state(random_weights.random_state_dicts(0), dtype=torch.float32)
     try:
         return threedpe.load(args.weights, dtype=torch.float32)
     except CheckpointError as exc:

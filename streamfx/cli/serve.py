@@ -12,7 +12,7 @@ from ..server import ServerConfig, create_app
 from ..server.config import Limits
 from ..server.security import new_token
 from . import CliError
-from .common import add_styles_arg, apply_styles_arg
+from .common import add_runtime_args, add_styles_arg, apply_styles_arg, engine_options_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="another page origin allowed to connect (repeatable)")
     p.add_argument("--max-callers", type=int, default=4)
     add_styles_arg(p)
+    add_runtime_args(p)
     p.set_defaults(func=run)
 
 
@@ -42,19 +43,31 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _chosen_engine(requested: str) -> str:
+def _chosen_engine(requested: str, options) -> str:
     """The engine ``requested`` resolves to; a one-line error when it cannot run here."""
     from ..pipeline import engine as registry
     from ..pipeline.select import resolve
 
     try:
-        name = resolve(requested)
+        name = resolve(requested, options)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    reason = registry.unusable_reason(name)
+    reason = registry.unusable_reason(name, options)
     if reason is not None:
         raise CliError(reason)
     return name
+
+
+def runtime_line(options) -> str:
+    """One line: how 3DPE will run here and why (the capability probe's choice)."""
+    from ..runtime.accelerated import plan_for, resolve_backend
+    from ..runtime.threads import apply_threads
+
+    threads = apply_threads(options.threads)
+    backend = resolve_backend(options.backend)
+    plan = plan_for(backend)
+    stages = ", ".join(f"{s} {getattr(plan, s)}" for s in ("vit", "encoder", "decoder", "superres"))
+    return f"3dpe runtime: {backend}, {threads} threads, {stages} ({plan.reason})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,16 +77,20 @@ def run(args: argparse.Namespace) -> int:
     if args.max_callers < 1:
         raise CliError("--max-callers must be at least 1")
     apply_styles_arg(args)
-    engine = _chosen_engine(args.engine)
+    options = engine_options_from_args(args)
+    engine = _chosen_engine(args.engine, options)
     config = ServerConfig(host=args.host, port=args.port, token=token, ice_loopback=args.ice_loopback,
                           ice_servers=tuple(args.ice_server), allowed_origins=tuple(args.allow_origin),
-                          engine=engine, limits=Limits(max_callers=args.max_callers))
+                          engine=engine, engine_options=options, max_fps=args.max_fps,
+                          limits=Limits(max_callers=args.max_callers))
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown_host}:{args.port}/" + (f"?token={token}" if token else "")
     print(f"StreamFX serving on {url}  (engine: {engine}; Ctrl-C to stop)", flush=True)
     if engine != "3dpe":
         print("  3DPE weights not imported: using the weight-free engine. "
               "See the README (streamfx weights import) for 3DPE.", flush=True)
+    else:
+        print(f"  {runtime_line(options)}", flush=True)
     try:
         web.run_app(create_app(config), host=args.host, port=args.port, print=None,
                     handle_signals=True, shutdown_timeout=5.0)

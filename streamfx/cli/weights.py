@@ -5,6 +5,8 @@
   ``manifest.json`` (sha256, source, shapes) into DIR (default: ``$STREAMFX_HOME/weights``
   or ``~/.local/share/streamfx/weights``).
 * ``streamfx weights info [DIR]`` says whether weights are imported and summarises them.
+* ``streamfx weights random OUT.pt [--seed S]`` writes random weights of the official format
+  and shapes, for demos, benchmarks and tests; they import like the real checkpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +31,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info = sub.add_parser("info", help="show the imported weights")
     info.add_argument("dir", type=Path, nargs="?", default=None, help="weights directory (default: the user weights dir)")
     info.set_defaults(func=run_info)
+
+    rnd = sub.add_parser("random", help="write random weights in the official 3dpe.pt format (demos, tests)")
+    rnd.add_argument("path", type=Path, help="output file, e.g. random-3dpe.pt (overwritten)")
+    rnd.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same file")
+    rnd.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    rnd.set_defaults(func=run_random)
+
+
+def run_random(args: argparse.Namespace) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from ..models.random_weights import save_official
+
+    if args.path.exists() and args.path.is_dir():
+        raise CliError(f"{args.path} is a folder; give a file name such as {args.path / 'random-3dpe.pt'}")
+    with tqdm(desc="random 3dpe weights", unit="tensor", leave=False,
+              disable=args.quiet or not sys.stderr.isatty()) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            path = save_official(args.path, seed=args.seed, progress=progress)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.path}: {exc.strerror or exc}") from None
+    if not args.quiet:
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB, seed {args.seed}); "
+              f"import it with: streamfx weights import {path}")
+    return 0
 
 
 def run_import(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """File and device I/O outside WebRTC: video files, local cameras, virtual cameras.
 
-- :func:`process_video` runs a :class:`~streamfx.pipeline.processor.CallerPipeline` over a
-  video file (PyAV decode -> pipeline -> PyAV encode, audio passed through).
+- :func:`process_video` runs a frame filter over a video file (PyAV decode -> filter ->
+  PyAV encode, audio passed through).
 - :class:`VideoWriter` encodes RGB frames to a file whose extension picks the codec.
 - :func:`write_y4m_from_video` places a video on a larger canvas and writes ``.y4m``
   (Chromium's fake camera input).

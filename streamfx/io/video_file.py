@@ -1,7 +1,10 @@
-"""Running the frame pipeline over a video file: PyAV decode -> pipeline -> PyAV encode.
+"""Running a frame filter over a video file: PyAV decode -> filter -> PyAV encode.
 
-The output keeps the input's frame rate, size and frame count; the first audio stream is
-carried over (copied when the output container can hold its codec, else re-encoded).
+The filter is any ``(rgb, timestamp_s) -> rgb`` callable (the command line passes a
+caller pipeline's :meth:`~streamfx.pipeline.processor.CallerPipeline.filter_at`), so this
+module knows nothing of engines. The output keeps the input's frame rate, size and frame
+count; the first audio stream is carried over (copied when the output container can hold
+its codec, else re-encoded).
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import av
 from tqdm import tqdm
 
+import numpy as np
+
 from .. import log
-from ..pipeline.processor import CallerPipeline
-from ..pipeline.timing import StageTimer
 from .encoding import VideoWriter, error_text, output_format
 from .errors import MediaError
 
 logger = log.get(__name__)
 DEFAULT_FPS = Fraction(25)
+#: (RGB uint8 frame (H, W, 3), its time in seconds from the start) -> filtered frame, same shape
+FrameFilter = Callable[[np.ndarray, float], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class ProcessResult:
     height: int
     fps: float
     seconds: float          # wall time of the whole run
-    engine_ms: float        # mean pipeline (engine) time per frame
+    engine_ms: float        # mean filter time per frame
     frame_ms: float         # mean wall time per frame: decode + engine + encode
     audio: str              # "none", "aac (copied)", "opus (re-encoded)", "dropped"
 
@@ -68,9 +74,9 @@ def stream_fps(stream: av.video.stream.VideoStream) -> Fraction:
     return Fraction(rate)
 
 
-def process_video(src: str | os.PathLike, dst: str | os.PathLike, pipeline: CallerPipeline, *,
+def process_video(src: str | os.PathLike, dst: str | os.PathLike, filter_frame: FrameFilter, *,
                   audio: bool = True, max_frames: int | None = None, progress: bool = False) -> ProcessResult:
-    """Filter every frame of ``src`` with ``pipeline`` and write ``dst``.
+    """Filter every frame of ``src`` with ``filter_frame``, in order, and write ``dst``.
 
     Raises :class:`MediaError` for an unreadable input or an unwritable output; a partial
     output is deleted.
@@ -81,12 +87,12 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, pipeline: Call
         raise MediaError(f"output {dst} is the input file")
     container = open_input(src)
     try:
-        return _run(container, src, dst, pipeline, audio, max_frames, progress)
+        return _run(container, src, dst, filter_frame, audio, max_frames, progress)
     finally:
         container.close()
 
 
-def _run(container: av.container.InputContainer, src: Path, dst: Path, pipeline: CallerPipeline,
+def _run(container: av.container.InputContainer, src: Path, dst: Path, filter_frame: FrameFilter,
          audio: bool, max_frames: int | None, progress: bool) -> ProcessResult:
     video = container.streams.video[0]
     video.thread_type = "AUTO"
@@ -112,16 +118,11 @@ def _run(container: av.container.InputContainer, src: Path, dst: Path, pipeline:
                     if max_frames and writer.frames >= max_frames:
                         break
                     t = None if frame.pts is None else float(frame.time) - start
-                    timer = StageTimer(timestamp_s=t if t is not None else writer.frames / float(fps))
-                    with timer.stage("decode"):
-                        rgb = frame.to_ndarray(format="rgb24")
-                    out = pipeline.process(rgb, timer)
-                    with timer.stage("encode"):
-                        writer.write(out, t)
-                    engine_ms += timer.ms.get("engine", 0.0)
-                    pipeline.stats.frames_in += 1
-                    pipeline.stats.frames_out += 1
-                    pipeline.stats.record(timer, sum(timer.ms.values()))
+                    rgb = frame.to_ndarray(format="rgb24")
+                    began = time.perf_counter()
+                    out = filter_frame(rgb, t if t is not None else writer.frames / float(fps))
+                    engine_ms += (time.perf_counter() - began) * 1e3
+                    writer.write(out, t)
                     bar.update(1)
                 if max_frames and writer.frames >= max_frames:
                     break

@@ -37,10 +37,7 @@ from .checkpoint import GET_WEIGHTS_HINT, CheckpointError, StateDicts, find_impo
 from .encoder import LiveEncoder, MaeViT
 from .keymap import encoder_key
 
-try:  # the renderer half is optional for the encoder's own use and tests
-    from .renderer import TriplaneRenderer
-except ImportError:  # pragma: no cover - depends on the renderer package being present
-    TriplaneRenderer = None  # type: ignore[assignment,misc]
+from .renderer import TriplaneRenderer
 
 logger = log.get(__name__)
 
@@ -91,7 +88,8 @@ def prepare_input(crop: np.ndarray) -> torch.Tensor:
     return x.to(torch.float32) / 127.5 - 1.0
 
 
-def _check_tensor(t: torch.Tensor, tail: tuple[int, ...], what: str) -> None:
+def check_tensor(t: torch.Tensor, tail: tuple[int, ...], what: str) -> None:
+    """Raise :class:`ModelInputError` unless ``t`` is a tensor of shape (B, *tail)."""
     if not isinstance(t, torch.Tensor) or t.ndim != len(tail) + 1 or tuple(t.shape[1:]) != tail:
         got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         raise ModelInputError(f"{what}: expected shape (B, {', '.join(map(str, tail))}), got {got}")
@@ -137,13 +135,13 @@ class ReferenceTokenCache:
 
 class ThreeDPE(nn.Module):
     """The 3DPE network: ``vit`` (reference MAE ViT-B/16), ``encoder`` (image + tokens ->
-    tri-planes) and ``renderer`` (tri-planes + camera -> images; None if unavailable)."""
+    tri-planes) and ``renderer`` (tri-planes + camera -> images)."""
 
-    def __init__(self, with_renderer: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.vit = MaeViT()
         self.encoder = LiveEncoder()
-        self.renderer = TriplaneRenderer() if (with_renderer and TriplaneRenderer is not None) else None
+        self.renderer = TriplaneRenderer()
         self.token_cache = ReferenceTokenCache()
 
     @property
@@ -160,7 +158,7 @@ class ThreeDPE(nn.Module):
     @torch.inference_mode()
     def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
         """ref224: (B, 3, 224, 224) ImageNet-normalised -> tokens (B, 197, 768)."""
-        _check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
+        check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
         return self.vit(self._cast(ref224))
 
     def prompt_tokens(self, key: str, reference_rgb: np.ndarray) -> torch.Tensor:
@@ -171,8 +169,8 @@ class ThreeDPE(nn.Module):
     @torch.inference_mode()
     def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, 512, 512) in [-1, 1], tokens: (B or 1, 197, 768) -> planes (B, 96, 256, 256)."""
-        _check_tensor(x, (3, INPUT_SIZE, INPUT_SIZE), "input")
-        _check_tensor(tokens, TOKENS_SHAPE, "tokens")
+        check_tensor(x, (3, INPUT_SIZE, INPUT_SIZE), "input")
+        check_tensor(tokens, TOKENS_SHAPE, "tokens")
         if tokens.shape[0] not in (1, x.shape[0]):
             raise ModelInputError(f"tokens: batch {tokens.shape[0]} does not match input batch {x.shape[0]}")
         tokens = tokens.expand(x.shape[0], -1, -1)
@@ -182,9 +180,7 @@ class ThreeDPE(nn.Module):
     def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
         """planes (B, 96, 256, 256), camera (B, 25) EG3D label -> dict with ``image``,
         ``image_raw``, ``image_depth`` (see :mod:`streamfx.models.renderer`)."""
-        if self.renderer is None:
-            raise ModelInputError("the 3DPE renderer is not available in this build")
-        _check_tensor(planes, PLANES_SHAPE, "planes")
+        check_tensor(planes, PLANES_SHAPE, "planes")
         return self.renderer(self._cast(planes), camera.to(self.device, torch.float32), preset)
 
 
@@ -198,22 +194,19 @@ def _encoder_state(state: StateDicts) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def from_state(state: StateDicts, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               with_renderer: bool = True) -> ThreeDPE:
-    """Build a :class:`ThreeDPE` from validated official-format state dicts."""
+def from_state(state: StateDicts, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ThreeDPE:
+    """Build a :class:`ThreeDPE` from validated official-format state dicts (no random init:
+    the modules are built on the meta device and take the checkpoint's tensors)."""
     with torch.device("meta"):
-        model = ThreeDPE(with_renderer=False)
-    model.load_state_dict(_encoder_state(state), strict=True, assign=True)
-    if with_renderer and TriplaneRenderer is not None:
-        renderer = TriplaneRenderer()
-        renderer.load_state_dict(state["renderer_state_dict"])
-        model.renderer = renderer
+        model = ThreeDPE()
+    renderer = {f"renderer.{key}": tensor for key, tensor in state["renderer_state_dict"].items()}
+    model.load_state_dict(_encoder_state(state) | renderer, strict=True, assign=True)
     model.requires_grad_(False)
     return model.to(device=device, dtype=dtype).eval()
 
 
 def load(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32, with_renderer: bool = True) -> ThreeDPE:
+         dtype: torch.dtype = torch.float32) -> ThreeDPE:
     """Load 3DPE from an official ``3dpe.pt``, an imported directory or ``.safetensors``;
     with no path, from the imported weights (``streamfx weights import``)."""
     if path is None:
@@ -222,4 +215,4 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
             raise WeightsNotFoundError(f"no 3DPE weights imported; {GET_WEIGHTS_HINT}")
     state = read_any(Path(path))
     logger.info("3dpe weights read", extra={"path": str(path)})
-    return from_state(state, device=device, dtype=dtype, with_renderer=with_renderer)
+    return from_state(state, device=device, dtype=dtype)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .controls import Controls, Prompt
+from .options import EngineOptions
 from .timing import StageTimer
 
 
@@ -78,12 +79,16 @@ class EngineUnavailable(RuntimeError):
     """The engine cannot run here (e.g. no weights); the message says how to fix it."""
 
 
-EngineFactory = Callable[[], Engine]
-Readiness = Callable[[], "str | None"]  # None when usable, else the one-line reason
+EngineFactory = Callable[[EngineOptions], Engine]
+Readiness = Callable[[EngineOptions], "str | None"]  # None when usable, else the one-line reason
 _REGISTRY: dict[str, tuple[EngineFactory, Readiness]] = {}
 
 
-def register(name: str, factory: EngineFactory, readiness: Readiness = lambda: None) -> None:
+def _always_ready(options: EngineOptions) -> None:
+    return None
+
+
+def register(name: str, factory: EngineFactory, readiness: Readiness = _always_ready) -> None:
     _REGISTRY[name] = (factory, readiness)
 
 
@@ -91,16 +96,16 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def unusable_reason(name: str) -> str | None:
+def unusable_reason(name: str, options: EngineOptions = EngineOptions()) -> str | None:
     """Why ``name`` cannot run here, or None when it can (cheap: no model is loaded)."""
-    return _REGISTRY[name][1]()
+    return _REGISTRY[name][1](options)
 
 
-def create(name: str) -> Engine:
+def create(name: str, options: EngineOptions = EngineOptions()) -> Engine:
     if name not in _REGISTRY:
         raise KeyError(f"unknown engine {name!r}; available: {', '.join(available())}")
     factory, readiness = _REGISTRY[name]
-    reason = readiness()
+    reason = readiness(options)
     if reason is not None:
         raise EngineUnavailable(reason)
-    return factory()
+    return factory(options)

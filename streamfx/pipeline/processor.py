@@ -53,6 +53,16 @@ class CallerPipeline:
             return frame
         return out
 
+    def filter_at(self, frame: np.ndarray, timestamp_s: float) -> np.ndarray:
+        """Filter one frame of a file or camera at ``timestamp_s``, counting it in the stats
+        (the server's track does its own counting)."""
+        timer = StageTimer(timestamp_s=timestamp_s)
+        out = self.process(frame, timer)
+        self.stats.frames_in += 1
+        self.stats.frames_out += 1
+        self.stats.record(timer, sum(timer.ms.values()))
+        return out
+
     def summary(self) -> dict:
         data = self.stats.summary()
         data.update(self.session.stats())

@@ -6,25 +6,26 @@ from .. import log
 from . import engine as registry
 from . import engines as _builtin  # noqa: F401  (registers the built-in engines)
 from .engine import Engine
+from .options import EngineOptions
 
 logger = log.get(__name__)
 #: ``auto`` takes the first usable engine: 3DPE when weights are imported, else the mesh engine.
 AUTO_ORDER = ("3dpe", "mesh", "overlay")
 
 
-def resolve(name: str) -> str:
+def resolve(name: str, options: EngineOptions = EngineOptions()) -> str:
     """Map ``auto`` to a concrete engine name; check that others exist."""
     if name != "auto":
         if name not in registry.available():
             raise ValueError(f"unknown engine {name!r}; available: auto, {', '.join(registry.available())}")
         return name
     for candidate in AUTO_ORDER:
-        if candidate in registry.available() and registry.unusable_reason(candidate) is None:
+        if candidate in registry.available() and registry.unusable_reason(candidate, options) is None:
             return candidate
     return "overlay"
 
 
-def build_engine(name: str = "auto") -> Engine:
-    chosen = resolve(name)
+def build_engine(name: str = "auto", options: EngineOptions = EngineOptions()) -> Engine:
+    chosen = resolve(name, options)
     logger.info("engine selected", extra={"requested": name, "engine": chosen})
-    return registry.create(chosen)
+    return registry.create(chosen, options)

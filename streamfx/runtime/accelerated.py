@@ -8,16 +8,18 @@ runs underneath:
 backend         what runs
 ==============  ===============================================================================
 ``torch-fp32``  the reference PyTorch modules (the parity path; exact, slowest)
-``torch-bf16``  PyTorch fast path: bf16 encoder with folded coordinate channels, bf16 ViT,
+``torch``       PyTorch fast path: encoder with folded coordinate channels,
                 :class:`~streamfx.models.renderer.fast.FastRenderer` (fp32 sampling and
-                compositing, bf16 super-resolution). The default on CPUs (see engines/README.md)
+                compositing), each stage (ViT, encoder, decoder, super-resolution) in the
+                precision the capability probe measured fastest (:mod:`.probe`)
+``torch-bf16``  the fast path with every stage in bf16, whatever the probe says
 ``onnxruntime`` exported static graphs on ONNX Runtime (fp32)
-``openvino``    exported static graphs on OpenVINO (bf16 inference precision by default)
+``openvino``    exported static graphs on OpenVINO (precision hint from the probe)
 ``tensorrt``    FP16 TensorRT engines on an NVIDIA GPU, torch CUDA tensors in and out
-``hybrid``      OpenVINO (bf16) for the reference ViT, the encoder and the presets with full
-                super-resolution; the torch-bf16 fast renderer for the other presets. The
-                fastest measured CPU combination
-``auto``        ``hybrid`` when OpenVINO is installed, else ``torch-bf16``
+``hybrid``      OpenVINO for the reference ViT, the encoder and the presets with full
+                super-resolution; the ``torch`` fast renderer for the other presets
+``auto``        ``hybrid`` when OpenVINO is installed, else ``torch``; precision per stage
+                from the probe, so bf16 runs only where this CPU measured it faster
 ==============  ===============================================================================
 
 Graph backends build what they need through the engine cache (``engines/``); renderer
@@ -43,30 +45,57 @@ from ..models.threedpe import (
     ModelInputError,
     ReferenceTokenCache,
     ThreeDPE,
-    _check_tensor,
+    check_tensor,
     prepare_reference,
 )
 from .base import BackendUnavailable, Runner
 from .engine_cache import EngineCache
 from .graphs import RENDERER_PREFIX
+from .names import BACKEND_CHOICES, GRAPH_BACKENDS, TORCH_BACKENDS
+from .probe import STAGES, PrecisionPlan, probe
 
 logger = log.get(__name__)
 
-TORCH_BACKENDS = ("torch-bf16", "torch-fp32")
-GRAPH_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-BACKEND_CHOICES = ("auto",) + TORCH_BACKENDS + GRAPH_BACKENDS + ("hybrid",)
 #: chosen by benchmarks/bench_3dpe.py on the 2-core AVX-512 (no AMX) development machine:
 #: hybrid encodes in ~1.1 s (torch-bf16 ~1.5 s) and renders the live presets fastest
 DEFAULT_CPU_BACKEND = "hybrid"
+ALL_FP32 = PrecisionPlan(**{s: "fp32" for s in STAGES}, reason="the float32 reference path")
+ALL_BF16 = PrecisionPlan(**{s: "bf16" for s in STAGES}, reason="bf16 asked for (torch-bf16)")
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """``auto`` -> ``hybrid`` when OpenVINO is installed, else ``torch``; other names unchanged."""
+    if backend != "auto":
+        return backend
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "torch"
+    return DEFAULT_CPU_BACKEND
+
+
+def plan_for(backend: str) -> PrecisionPlan:
+    """The precision of each stage on ``backend`` (the probe's plan where it decides)."""
+    if backend in ("torch-fp32", "onnxruntime"):
+        return ALL_FP32
+    if backend == "torch-bf16":
+        return ALL_BF16
+    return probe().plan
 
 
 class _Accelerated:
     """Shared input checks, prompt-token cache and ``prompt_tokens`` of every backend."""
 
     backend: str
+    plan: PrecisionPlan = ALL_FP32
 
     def __init__(self) -> None:
         self.token_cache = ReferenceTokenCache()
+
+    def describe(self) -> dict:
+        """Backend and precision per stage, for ``/api/info``, stats and ``doctor``."""
+        return {"backend": self.backend, "precision": self.plan.summary,
+                "stages": {s: getattr(self.plan, s) for s in STAGES}}
 
     def prompt_tokens(self, key: str, reference_rgb: np.ndarray) -> torch.Tensor:
         """Tokens (1, 197, 768) of a reference image, computed once per prompt ``key``."""
@@ -74,8 +103,8 @@ class _Accelerated:
 
     @staticmethod
     def _check_encode(x: torch.Tensor, tokens: torch.Tensor) -> None:
-        _check_tensor(x, (3, INPUT_SIZE, INPUT_SIZE), "input")
-        _check_tensor(tokens, TOKENS_SHAPE, "tokens")
+        check_tensor(x, (3, INPUT_SIZE, INPUT_SIZE), "input")
+        check_tensor(tokens, TOKENS_SHAPE, "tokens")
         if tokens.shape[0] not in (1, x.shape[0]):
             raise ModelInputError(f"tokens: batch {tokens.shape[0]} does not match input batch {x.shape[0]}")
 
@@ -84,33 +113,35 @@ class _Accelerated:
 
 
 class TorchAccelerated(_Accelerated):
-    """``torch-fp32`` (the model itself) or ``torch-bf16`` (fast modules built from it)."""
+    """``torch-fp32`` (the model itself), or the fast modules built from it in the precision
+    of ``plan`` (``torch``: the probe's plan; ``torch-bf16``: all bf16)."""
 
-    def __init__(self, model: ThreeDPE, backend: str, render_only: bool = False) -> None:
+    def __init__(self, model: ThreeDPE, backend: str, render_only: bool = False,
+                 plan: PrecisionPlan | None = None) -> None:
         super().__init__()
         self.backend = backend
         self.model = model
-        if backend == "torch-bf16" and render_only:
-            from ..models.renderer.fast import FastRenderer
-
-            self.vit = self.encoder = None
-            self.renderer = None if model.renderer is None else FastRenderer(model.renderer.float())
-        elif backend == "torch-fp32":
+        self.plan = plan or plan_for(backend)
+        if backend == "torch-fp32":
             if model.dtype != torch.float32:
                 raise ValueError(f"torch-fp32 needs a float32 model, got {model.dtype}")
             self.vit, self.encoder, self.renderer = model.vit, model.encoder, model.renderer
-        else:
-            from ..models.encoder.fast import FastEncoder
-            from ..models.renderer.fast import FastRenderer
+            return
+        from ..models.renderer.fast import FastRenderer
 
-            self.vit = copy.deepcopy(model.vit).to(torch.bfloat16)
-            self.encoder = FastEncoder(model.encoder, torch.bfloat16)
-            self.renderer = None if model.renderer is None else FastRenderer(model.renderer.float(), torch.bfloat16)
+        self.vit = self.encoder = None
+        if not render_only:
+            from ..models.encoder.fast import FastEncoder
+
+            self.vit = copy.deepcopy(model.vit).to(self.plan.dtype("vit"))
+            self.encoder = FastEncoder(model.encoder, self.plan.dtype("encoder"))
+        self.renderer = FastRenderer(model.renderer.float(), sr_dtype=self.plan.dtype("superres"),
+                                     decoder_dtype=self.plan.dtype("decoder"))
 
     @torch.inference_mode()
     def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
         """ref224 (B, 3, 224, 224) ImageNet-normalised -> tokens (B, 197, 768) float32."""
-        _check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
+        check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
         dtype = self.vit.pos_embed.dtype
         return self.vit(ref224.to(dtype)).float()
 
@@ -127,9 +158,7 @@ class TorchAccelerated(_Accelerated):
         """planes (B, 96, 256, 256), camera (B, 25) -> ``image``, ``image_raw``, ``image_depth``."""
         if self.backend == "torch-fp32":
             return self.model.render(planes, camera, preset)
-        if self.renderer is None:
-            raise ModelInputError("the 3DPE renderer is not available in this build")
-        _check_tensor(planes, PLANES_SHAPE, "planes")
+        check_tensor(planes, PLANES_SHAPE, "planes")
         return self.renderer(planes, camera.float(), preset)
 
 
@@ -143,6 +172,10 @@ class GraphAccelerated(_Accelerated):
         super().__init__()
         self.backend = backend
         self.verify = verify
+        if backend == "openvino" and "precision" not in backend_options:
+            backend_options["precision"] = probe().plan.openvino_hint
+        if backend == "openvino":
+            self.plan = ALL_BF16 if backend_options["precision"] == "bf16" else ALL_FP32
         self.builder = GraphBuilder(model, backend, cache, **backend_options)
         self._runners: dict[str, Runner] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -171,7 +204,7 @@ class GraphAccelerated(_Accelerated):
             raise ModelInputError(f"{what}: exported graphs take batch 1, got {t.shape[0]}")
 
     def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
-        _check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
+        check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
         self._single(ref224, "reference")
         return self._run("reference", ref224=ref224.float())["tokens"]
 
@@ -181,7 +214,7 @@ class GraphAccelerated(_Accelerated):
         return self._run("encoder", x=x.float(), tokens=tokens[:1].float())["planes"]
 
     def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
-        _check_tensor(planes, PLANES_SHAPE, "planes")
+        check_tensor(planes, PLANES_SHAPE, "planes")
         self._single(planes, "planes")
         p = get_preset(preset)
         if isinstance(preset, RenderPreset) and get_preset(p.name) != p:
@@ -199,8 +232,13 @@ class HybridAccelerated(_Accelerated):
         super().__init__()
         self.backend = "hybrid"
         graph_presets = tuple(p for p in presets if self._on_graphs(p))
+        plan = probe().plan
+        backend_options.setdefault("precision", plan.openvino_hint)
+        graph_precision = "bf16" if backend_options["precision"] == "bf16" else "fp32"
+        self.plan = PrecisionPlan(vit=graph_precision, encoder=graph_precision, decoder=plan.decoder,
+                                  superres=plan.superres, reason=plan.reason)
         self.graphs = GraphAccelerated(model, "openvino", graph_presets, cache, verify, **backend_options)
-        self.torch = TorchAccelerated(model, "torch-bf16", render_only=True)
+        self.torch = TorchAccelerated(model, "torch", render_only=True, plan=plan)
         self.renderer = self.torch.renderer
 
     @staticmethod
@@ -221,7 +259,8 @@ class HybridAccelerated(_Accelerated):
 
 
 def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str, ...] | list[str] = (),
-                     *, cache: EngineCache | None = None, verify: bool = False, **backend_options):
+                     *, cache: EngineCache | None = None, verify: bool = False, threads: int | None = None,
+                     **backend_options):
     """Wrap ``model`` for fast inference on ``backend`` (see the module docstring).
 
     Args:
@@ -230,6 +269,7 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
         presets: renderer presets to build up front (graph backends; others build on first use).
         cache: engine cache (``engines/``) for graph backends.
         verify: check each built graph against PyTorch before use.
+        threads: CPU threads for OpenVINO (torch's are set by :func:`~.threads.apply_threads`).
         backend_options: passed to the runtime backend (e.g. ``precision="f32"`` for OpenVINO).
 
     Raises:
@@ -237,13 +277,9 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
     """
     for p in presets:
         get_preset(p)
-    if backend == "auto":
-        try:
-            import openvino  # noqa: F401
-
-            backend = DEFAULT_CPU_BACKEND
-        except ImportError:
-            backend = "torch-bf16"
+    backend = resolve_backend(backend)
+    if threads is not None and backend in ("openvino", "hybrid"):
+        backend_options.setdefault("threads", threads)
     if backend in TORCH_BACKENDS:
         return TorchAccelerated(model, backend)
     if backend in GRAPH_BACKENDS:

@@ -10,7 +10,7 @@ Two kinds of entries go into the engine cache (``engines/manifest.json``):
   and TensorRT version).
 
 Verification runs the built graph and the PyTorch float32 module on the same inputs and
-compares them (:func:`verify`).
+compares them (:func:`~.export.compare_outputs`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from .. import log
 from ..models.threedpe import ThreeDPE
 from .base import Backend, GraphSpec, Runner, get_backend
 from .engine_cache import CacheKey, EngineCache, file_sha256
-from .export import export_onnx
+from .export import compare_outputs, export_onnx
 from .graphs import RENDERER_PREFIX, example_inputs, graph_module, graph_spec
 from .onnx_ops import check_tensorrt_support
 
 logger = log.get(__name__)
 
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"  # 2: the encoder graph is the coordinate-folded encoder
 #: largest |got - expected| / max|expected| accepted by verification, per backend precision
 TOLERANCE = {"fp32": 2e-3, "reduced": 0.1}
 
@@ -93,21 +93,6 @@ def _graph_weights(model: ThreeDPE, graph: str) -> torch.nn.Module:
     if graph == "encoder":
         return model.encoder
     return model.renderer
-
-
-def verify(runner: Runner, module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Relative max error per output: max|got - expected| / max|expected| (expected from PyTorch fp32)."""
-    with torch.no_grad():
-        expected = module(*inputs.values())
-    if isinstance(expected, torch.Tensor):
-        expected = (expected,)
-    got = runner(**inputs)
-    errors = {}
-    for spec, exp in zip(runner.spec.outputs, expected):
-        out = got[spec.name].float().cpu()
-        scale = float(exp.abs().max()) or 1.0
-        errors[spec.name] = float((out - exp.float()).abs().max()) / scale
-    return errors
 
 
 class GraphBuilder:
@@ -185,7 +170,7 @@ class GraphBuilder:
     def check(self, graph: str, runner: Runner) -> dict[str, float]:
         """Verify ``runner`` against PyTorch; raises :class:`VerificationError` beyond tolerance."""
         self.progress(f"{graph}: verifying against PyTorch")
-        errors = verify(runner, graph_module(self.model, graph), example_inputs(graph))
+        errors = compare_outputs(runner, graph_module(self.model, graph), example_inputs(graph))
         limit = TOLERANCE["reduced" if self.reduced_precision else "fp32"]
         worst = max(errors, key=errors.get)
         if errors[worst] > limit:

@@ -1,4 +1,4 @@
-"""ONNX export of torch modules with static shapes, and verification against PyTorch."""
+"""ONNX export of torch modules with static shapes, and the comparison of a built graph with PyTorch."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def export_onnx(module: torch.nn.Module, spec: GraphSpec, path: Path, opset: int
     return path
 
 
-def max_abs_diff(runner: Runner, module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Run both on the same inputs; the largest absolute difference per output."""
+def compare_outputs(runner: Runner, module: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                    relative: bool = True) -> dict[str, float]:
+    """Run a built graph and its PyTorch module on the same inputs; per output, the largest
+    absolute difference, divided by the largest |expected| when ``relative``."""
     with torch.no_grad():
         expected = module(*inputs.values())
     if isinstance(expected, torch.Tensor):
@@ -36,5 +38,8 @@ def max_abs_diff(runner: Runner, module: torch.nn.Module, inputs: dict[str, torc
     elif isinstance(expected, dict):
         expected = tuple(expected[o.name] for o in runner.spec.outputs)
     got = runner(**inputs)
-    return {o.name: float((got[o.name].float() - e.float()).abs().max())
-            for o, e in zip(runner.spec.outputs, expected)}
+    errors = {}
+    for spec, exp in zip(runner.spec.outputs, expected):
+        diff = float((got[spec.name].float().cpu() - exp.float()).abs().max())
+        errors[spec.name] = diff / (float(exp.abs().max()) or 1.0) if relative else diff
+    return errors

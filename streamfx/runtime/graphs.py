@@ -71,11 +71,18 @@ class ReferenceGraph(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """x (1, 3, 512, 512) in [-1, 1], tokens (1, 197, 768) -> planes (1, 96, 256, 256)."""
+    """x (1, 3, 512, 512) in [-1, 1], tokens (1, 197, 768) -> planes (1, 96, 256, 256).
+
+    The coordinate-folded float32 encoder (:class:`~streamfx.models.encoder.fast.FastEncoder`):
+    its pixel-index channels are a precomputed float32 map, so a backend that runs the graph
+    in bf16 (OpenVINO on bf16 hardware) never rounds the indices 0..511 to bf16.
+    """
 
     def __init__(self, model: ThreeDPE) -> None:
         super().__init__()
-        self.encoder = model.encoder
+        from ..models.encoder.fast import FastEncoder
+
+        self.encoder = FastEncoder(model.encoder, torch.float32)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.encoder(x, tokens)
@@ -86,8 +93,6 @@ class RendererGraph(nn.Module):
 
     def __init__(self, model: ThreeDPE, preset: str) -> None:
         super().__init__()
-        if model.renderer is None:
-            raise UnknownGraphError("this model has no renderer")
         self.renderer = model.renderer
         self.preset = get_preset(preset)
 
@@ -114,7 +119,7 @@ def graph_module(model: ThreeDPE, name: str) -> nn.Module:
 def example_inputs(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Plausible inputs for checking a graph: images in range, a frontal camera, smooth planes."""
     from ..models.renderer import look_at_camera
-    from ..models.renderer.testing import analytic_planes
+    from ..models.renderer.scenes import analytic_planes
 
     g = torch.Generator().manual_seed(seed)
     spec = graph_spec(name)

@@ -44,7 +44,8 @@ class ServerState:
             return
         loop = asyncio.get_running_loop()
         try:
-            self.engine = await loop.run_in_executor(self.executor, build_engine, self.config.engine)
+            self.engine = await loop.run_in_executor(self.executor, build_engine, self.config.engine,
+                                                     self.config.engine_options)
             logger.info("engine ready", extra={"engine": self.engine.name})
         except Exception as exc:  # noqa: BLE001 - reported on /api/info and /offer
             self.engine_error = f"{type(exc).__name__}: {exc}"
@@ -142,7 +143,8 @@ async def _connect(caller: Caller, state: ServerState, description: RTCSessionDe
     def on_track(track) -> None:
         if track.kind == "video" and caller.track is None:
             caller.track = FilteredTrack(track, caller.pipeline, state.executor,
-                                         on_failure=lambda: asyncio.ensure_future(state.registry.remove(caller)))
+                                         on_failure=lambda: asyncio.ensure_future(state.registry.remove(caller)),
+                                         max_fps=state.config.max_fps)
             pc.addTrack(caller.track)
         else:
             sink.addTrack(track)

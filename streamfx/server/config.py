@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..pipeline.options import EngineOptions
+
 WEB_CLIENT_DIR = Path(__file__).resolve().parents[2] / "web_client"
 
 
@@ -29,6 +31,8 @@ class ServerConfig:
     ice_servers: tuple[str, ...] = ()        # e.g. ("stun:stun.example.org:3478",); none by default
     allowed_origins: tuple[str, ...] = ()    # extra Origins allowed besides the server's own
     engine: str = "auto"
+    engine_options: EngineOptions = field(default_factory=EngineOptions)  # backend, threads
+    max_fps: float | None = None             # frames filtered per second per caller (None: as they come)
     web_root: Path = WEB_CLIENT_DIR
     limits: Limits = field(default_factory=Limits)
     stats_interval_s: float = 1.0

@@ -20,6 +20,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from .. import log
+from ..pipeline.pacing import FramePacer
 from ..pipeline.processor import CallerPipeline
 from ..pipeline.timing import StageTimer
 
@@ -63,8 +64,9 @@ class FilteredTrack(MediaStreamTrack):
     kind = "video"
 
     def __init__(self, source: MediaStreamTrack, pipeline: CallerPipeline, executor: Executor,
-                 on_failure: Callable[[], object] | None = None) -> None:
+                 on_failure: Callable[[], object] | None = None, max_fps: float | None = None) -> None:
         super().__init__()
+        self.pacer = FramePacer(max_fps)  # frames arriving faster wait in the slot (newest wins)
         self.on_failure = on_failure  # called when the frame worker dies: the caller is closed
         self.source = source
         self.pipeline = pipeline
@@ -91,7 +93,11 @@ class FilteredTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         try:
             while True:
+                pause = self.pacer.delay()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 frame, received = await self._incoming.get()
+                self.pacer.started()
                 out = await loop.run_in_executor(self.executor, self._filter, frame)
                 if self._outgoing.put((out, received)):
                     self.pipeline.stats.dropped += 1

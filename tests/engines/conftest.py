@@ -9,7 +9,7 @@ import torch
 @pytest.fixture(scope="session")
 def random_model():
     from streamfx.models import threedpe
-    from streamfx.models.testing import random_state_dicts
+    from streamfx.models.random_weights import random_state_dicts
 
     torch.manual_seed(0)
     return threedpe.from_state(random_state_dicts(0))

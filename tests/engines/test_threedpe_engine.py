@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from streamfx.face import FaceTracker, frame_head_mask, align_face
 from streamfx.pipeline.controls import Controls, PoseMode
@@ -27,7 +28,7 @@ def _place(face: np.ndarray, size=(480, 640)) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engine(random_model):
-    return ThreeDPEEngine(ThreeDPEConfig(async_encoder=False, backend="torch-bf16"), model=random_model)
+    return ThreeDPEEngine(ThreeDPEConfig(async_encoder=False, backend="torch"), model=random_model)
 
 
 def test_edits_inside_the_head_and_keeps_the_rest(engine, read_rgb):
@@ -67,7 +68,7 @@ def test_no_face_passes_through_and_unknown_style_is_refused(engine):
 
 
 def test_async_keyframes_render_every_frame(random_model, read_rgb):
-    engine = ThreeDPEEngine(ThreeDPEConfig(async_encoder=True, backend="torch-bf16"), model=random_model)
+    engine = ThreeDPEEngine(ThreeDPEConfig(async_encoder=True, backend="torch"), model=random_model)
     session = engine.open_session()
     frame = _place(read_rgb("faces/ffhq_1.png"))
     controls = Controls(quality="fastest")
@@ -111,3 +112,60 @@ def test_face_switch_resets_temporal_state(engine, read_rgb):
     assert session._epoch == epoch + 1, "a face switch must restart tri-plane smoothing"
     assert session._own_tokens is not own, "the new face gets its own identity tokens"
     session.close()
+
+
+def test_strength_zero_is_the_reconstruction_and_one_the_full_edit(engine, read_rgb):
+    """Strength blends the reference tokens from the caller's own (0) to the prompt's (1)."""
+    frame = _place(read_rgb("faces/ffhq_4.png"))
+    prompt = image_prompt(_png(read_rgb("styles/style_2.png")))
+
+    def run(with_prompt: bool, strength: float):
+        session = engine.open_session()
+        if with_prompt:
+            session.set_prompt(prompt)
+        out = session.process(frame, Controls(quality="fastest", strength=strength), StageTimer())
+        assert session.stats()["frames_edited"] == 1 and session.stats()["strength"] == strength
+        return out, session
+
+    own, _ = run(False, 1.0)
+    zero, session = run(True, 0.0)
+    full, _ = run(True, 1.0)
+    assert np.array_equal(zero, own), "strength 0 must give the unedited reconstruction"
+    assert not np.array_equal(full, own), "strength 1 must give the edit"
+    session._set_strength(1.0)  # the tokens at 1 and in between, without encoding again
+    assert session._tokens_for(None) is session._tokens
+    session._set_strength(0.5)
+    half = session._tokens_for(None)
+    assert torch.allclose(half, (session._tokens + session._own_tokens) / 2, atol=1e-6)
+    session.close()
+
+
+def test_offline_processing_encodes_in_order_and_is_deterministic(random_model, read_rgb, testdata, tmp_path):
+    """Files: no keyframe worker, no frame left unedited while a keyframe encodes, fixed
+    quality, and two runs give identical frames. ``keyframe_every=2`` reuses the planes of
+    the previous keyframe in between."""
+    import av
+
+    from streamfx.io import process_video
+    from streamfx.pipeline.processor import CallerPipeline
+
+    config = ThreeDPEConfig(offline=True, keyframe_every=2, backend="torch", offline_quality="fastest")
+    engine = ThreeDPEEngine(config, model=random_model)
+    decoded = []
+    for run in range(2):
+        pipeline = CallerPipeline(engine, Controls(pose=PoseMode("frontal")))
+        pipeline.set_prompt(image_prompt(_png(read_rgb("styles/style_3.png"))))
+        out = tmp_path / f"run{run}.mp4"
+        result = process_video(testdata / "video" / "head_turn_1.mp4", out, pipeline.filter_at, max_frames=5)
+        stats = pipeline.session.stats()
+        assert result.frames == 5 and pipeline.session.worker is None
+        assert stats["frames_edited"] + stats["frames_passed"] == 5
+        assert stats["frames_edited"] >= 3, stats  # every frame with a tracked face is edited
+        assert stats["preset"] == "fastest", "offline, quality auto is the fixed offline_quality"
+        assert pipeline.stats.stage_ms["encode"].__len__() == (stats["frames_edited"] + 1) // 2
+        pipeline.close()
+        with av.open(str(out)) as container:
+            decoded.append([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert len(decoded[0]) == len(decoded[1]) == 5
+    for a, b in zip(*decoded):
+        assert np.array_equal(a, b), "two offline runs must give identical frames"

@@ -90,7 +90,7 @@ def test_head_turn_keeps_frames_size_fps_and_shows_the_border(tmp_path, capsys):
 @pytest.mark.parametrize("suffix", [".webm", ".y4m", ".mkv"])
 def test_other_containers_decode(tmp_path, suffix):
     out = tmp_path / f"out{suffix}"
-    result = process_video(HEAD_TURN, out, CallerPipeline(build_engine("overlay")), max_frames=10)
+    result = process_video(HEAD_TURN, out, CallerPipeline(build_engine("overlay")).filter_at, max_frames=10)
     assert result.frames == 10
     info = probe(out)
     assert info["count"] == 10 and info["size"] == (512, 512) and info["fps"] == 25
@@ -98,7 +98,7 @@ def test_other_containers_decode(tmp_path, suffix):
 
 def test_audio_is_copied_into_mp4(tmp_path, sine_clip):
     out = tmp_path / "out.mp4"
-    result = process_video(sine_clip, out, CallerPipeline(build_engine("overlay")))
+    result = process_video(sine_clip, out, CallerPipeline(build_engine("overlay")).filter_at)
     assert result.audio == "aac (copied)"
     info = probe(out)
     assert info["count"] == 50
@@ -108,7 +108,7 @@ def test_audio_is_copied_into_mp4(tmp_path, sine_clip):
 
 def test_audio_is_reencoded_when_the_container_needs_it(tmp_path, sine_clip):
     out = tmp_path / "out.webm"  # WebM cannot hold AAC
-    result = process_video(sine_clip, out, CallerPipeline(build_engine("overlay")))
+    result = process_video(sine_clip, out, CallerPipeline(build_engine("overlay")).filter_at)
     assert result.audio.endswith("(re-encoded)")
     info = probe(out)
     assert info["count"] == 50
@@ -193,7 +193,7 @@ def test_mp4_falls_back_to_mpeg4_without_libx264(tmp_path, monkeypatch):
     real = encoding.has_encoder
     monkeypatch.setattr(encoding, "has_encoder", lambda name: name != "libx264" and real(name))
     out = tmp_path / "fallback.mp4"
-    process_video(HEAD_TURN, out, CallerPipeline(build_engine("overlay")), max_frames=8)
+    process_video(HEAD_TURN, out, CallerPipeline(build_engine("overlay")).filter_at, max_frames=8)
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.name == "mpeg4"
     assert probe(out)["count"] == 8

@@ -35,9 +35,9 @@ def formula_model():
 
 @pytest.fixture(scope="session")
 def random_state():
-    from streamfx.models import testing
+    from streamfx.models import random_weights
 
-    return testing.random_state_dicts(seed=7)
+    return random_weights.random_state_dicts(seed=7)
 
 
 @pytest.fixture(scope="session")

@@ -35,11 +35,11 @@ def test_packaged_spec_matches_reference_table():
 
 def test_keymap_covers_every_module_weight():
     with torch.device("meta"):
-        model = threedpe.ThreeDPE(with_renderer=False)
+        model = threedpe.ThreeDPE()
     mapped = [encoder_key(k) for k in checkpoint.expected_shapes("encoder_state_dict")]
     used = [k for k in mapped if k is not None]
     assert len(used) == len(set(used))
-    assert set(used) == set(model.state_dict())
+    assert set(used) == {k for k in model.state_dict() if not k.startswith("renderer.")}
     dropped = {k for k, m in zip(checkpoint.expected_shapes("encoder_state_dict"), mapped) if m is None}
     assert dropped and all(k.startswith(("encoder.layer3.", "encoder.layer4.")) for k in dropped)
 
@@ -50,6 +50,8 @@ def _assert_loaded(model: threedpe.ThreeDPE, state) -> None:
         target = encoder_key(key)
         if target is not None:
             assert torch.equal(own[target], tensor), key
+    for key, tensor in state["renderer_state_dict"].items():
+        assert torch.equal(own[f"renderer.{key}"], tensor), key
 
 
 def _one_line_cli_error(capsys, argv: list[str], *fragments: str) -> str:
@@ -81,7 +83,7 @@ def test_weights_import_cli(official_ckpt, random_state, tmp_path, capsys):
         state = checkpoint.read_imported(out, verify_hash=True)
         for entry in checkpoint.ENTRIES:
             assert all(torch.equal(t, random_state[entry][k]) for k, t in state[entry].items())
-        _assert_loaded(threedpe.load(out, with_renderer=False), random_state)
+        _assert_loaded(threedpe.load(out), random_state)
         assert cli_main(["weights", "info", str(out)]) == 0
     finally:
         for f in out.glob("*"):

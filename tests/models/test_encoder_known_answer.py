@@ -62,7 +62,7 @@ def test_prompt_tokens_are_cached(formula_model, known_answer):
     assert (first - known_answer["tokens"]).abs().max().item() <= TOKENS_ATOL
 
 
-def test_bfloat16_autocast_stays_close(formula_model, known_answer):
+def test_bfloat16_autocast_stays_close(formula_model, known_answer, fast_bf16):
     """Under bf16 autocast (the speed path) the planes stay within a few percent."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         planes = formula_model.encode(known_answer["x"], known_answer["tokens"])

@@ -231,7 +231,7 @@ def test_views_differ_between_cameras(renderer, small_inputs):
     assert (a - b).abs().max() > 1e-2
 
 
-def test_bfloat16_autocast_renders_close_to_fp32(renderer, small_inputs):
+def test_bfloat16_autocast_renders_close_to_fp32(renderer, small_inputs, fast_bf16):
     planes, camera = small_inputs
     with torch.no_grad():
         ref = renderer(planes[:1], camera[:1], TINY)
@@ -242,7 +242,7 @@ def test_bfloat16_autocast_renders_close_to_fp32(renderer, small_inputs):
         assert (out[key].float() - ref[key]).abs().mean() < 0.05, key
 
 
-def test_bfloat16_model_renders_close_to_fp32(renderer, small_inputs):
+def test_bfloat16_model_renders_close_to_fp32(renderer, small_inputs, fast_bf16):
     planes, camera = small_inputs
     bf16 = TriplaneRenderer.from_official_state_dict(renderer.state_dict(), dtype=torch.bfloat16)
     with torch.no_grad():

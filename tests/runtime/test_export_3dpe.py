@@ -12,11 +12,12 @@ import math
 import pytest
 import torch
 
-from streamfx.models import testing, threedpe
+from streamfx.models import random_weights, threedpe
 from streamfx.models.renderer import look_at_camera
 from streamfx.runtime import BackendUnavailable
 from streamfx.runtime.accelerated import load_accelerated
-from streamfx.runtime.builder import GraphBuilder, verify
+from streamfx.runtime.builder import GraphBuilder
+from streamfx.runtime.export import compare_outputs
 from streamfx.runtime.engine_cache import EngineCache
 from streamfx.runtime.graphs import example_inputs, graph_module, graph_names, graph_spec
 from streamfx.runtime.onnx_ops import check_tensorrt_support
@@ -26,7 +27,7 @@ GRAPHS = ["reference", "encoder", "renderer-fastest", "renderer-fast"]
 
 @pytest.fixture(scope="module")
 def model():
-    return threedpe.from_state(testing.random_state_dicts(seed=3))
+    return threedpe.from_state(random_weights.random_state_dicts(seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_graph_names_and_specs():
 def test_onnxruntime_matches_pytorch(ort_builds, model, graph):
     builder, results = ort_builds
     runner = builder.load(graph, results[graph])
-    errors = verify(runner, graph_module(model, graph), example_inputs(graph, seed=1))
+    errors = compare_outputs(runner, graph_module(model, graph), example_inputs(graph, seed=1))
     assert set(errors) == {t.name for t in graph_spec(graph).outputs}
     assert max(errors.values()) < 1e-4, errors
 
@@ -85,9 +86,9 @@ def test_load_accelerated_switches_backends(model, cache):
     ort = load_accelerated(model, "onnxruntime", ["fast"], cache=cache)
     got = ort.render(inputs["planes"], inputs["camera"], "fast")
     assert (got["image"] - expected["image"]).abs().max() < 1e-4
-    bf16 = load_accelerated(model, "torch-bf16")
-    fast = bf16.render(inputs["planes"], inputs["camera"], "fast")
-    assert (fast["image_raw"] - expected["image_raw"]).abs().max() < 1e-2  # bf16 decoder
+    measured = load_accelerated(model, "torch")  # the precision the probe picked on this machine
+    fast = measured.render(inputs["planes"], inputs["camera"], "fast")
+    assert (fast["image_raw"] - expected["image_raw"]).abs().max() < 1e-2  # bf16 decoder, where chosen
     rel = ((fast["image"] - expected["image"]).norm() / expected["image"].norm()).item()
     assert rel < 0.02
     camera = look_at_camera(math.pi / 2, math.pi / 2)
@@ -97,20 +98,30 @@ def test_load_accelerated_switches_backends(model, cache):
         load_accelerated(model, "cuda-magic")
 
 
-def test_hybrid_uses_openvino_for_the_encoder_and_torch_for_light_presets(model, cache):
+def psnr(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """PSNR in dB over the expected tensor's own value range."""
+    peak = float(expected.max() - expected.min())
+    return 10 * math.log10(peak ** 2 / float(((got.float() - expected) ** 2).mean()))
+
+
+def test_hybrid_default_path_keeps_its_accuracy(model, cache, read_rgb):
+    """The default CPU path (OpenVINO, bf16 where the probe chose it) against the fp32 reference,
+    on a real face and style. The encoder graph is the coordinate-folded one, so bf16 never
+    holds the pixel indices. Measured on the AVX-512/bf16 development machine with OpenVINO
+    in bf16: tokens 77 dB, tri-planes 64.8 dB (0.35 % relative); fp32 is higher still."""
     hybrid = load_accelerated(model, "hybrid", cache=cache)
-    inputs = example_inputs("encoder")
-    tokens = hybrid.reference_tokens(example_inputs("reference")["ref224"])
-    expected = model.reference_tokens(example_inputs("reference")["ref224"])
-    assert ((tokens - expected).norm() / expected.norm()).item() < 0.03  # OpenVINO bf16
-    planes = hybrid.encode(inputs["x"], inputs["tokens"])
-    reference = model.encode(inputs["x"], inputs["tokens"])
+    x = threedpe.prepare_input(read_rgb("faces/ffhq_1.png"))
+    ref224 = threedpe.prepare_reference(read_rgb("styles/style_3.png"))
+    expected_tokens = model.reference_tokens(ref224)
+    assert psnr(hybrid.reference_tokens(ref224), expected_tokens) > 60
+    planes = hybrid.encode(x, expected_tokens)
+    reference = model.encode(x, expected_tokens)
     assert planes.shape == reference.shape
-    assert ((planes - reference).norm() / reference.norm()).item() < 0.03
+    assert psnr(planes, reference) > 55
     render_inputs = example_inputs("renderer-fastest")
     got = hybrid.render(render_inputs["planes"], render_inputs["camera"], "fastest")
-    torch_path = load_accelerated(model, "torch-bf16").render(render_inputs["planes"], render_inputs["camera"], "fastest")
-    assert torch.equal(got["image"], torch_path["image"])
+    torch_path = load_accelerated(model, "torch").render(render_inputs["planes"], render_inputs["camera"], "fastest")
+    assert torch.equal(got["image"], torch_path["image"]), "light presets run on the torch fast renderer"
 
 
 def _tensorrt_ready() -> tuple[bool, str]:
@@ -130,3 +141,19 @@ def test_tensorrt_fp16_renderer_engine_matches_pytorch(model, cache):
     assert result.artefact.suffix == ".plan" and builder.fingerprint in cache.manifest_path.read_text()
     assert max(result.errors.values()) < 0.1
     assert builder.build("renderer-fastest").reused
+
+
+@pytest.mark.full
+def test_default_path_full_quality_image_against_the_fp32_reference(model, cache, read_rgb):
+    """``auto`` at full quality (OpenVINO super-resolution graph) against the fp32 reference on a
+    real face: the image must stay above 40 dB. Longer than the rest (a full-quality export and
+    fp32 render), so it runs in ``make test-full``."""
+    from streamfx.face import label_from_degrees
+
+    auto = load_accelerated(model, "auto", ["full"], cache=cache)
+    x = threedpe.prepare_input(read_rgb("faces/ffhq_2.png"))
+    tokens = model.reference_tokens(threedpe.prepare_reference(read_rgb("styles/style_4.png")))
+    camera = torch.from_numpy(label_from_degrees(12.0, -4.0)).float()[None]
+    expected = model.render(model.encode(x, tokens), camera, "full")["image"]
+    got = auto.render(auto.encode(x, tokens), camera, "full")["image"]
+    assert psnr(got, expected) > 40

@@ -10,6 +10,8 @@ to 512), so the plain bfloat16 model loses them.
 
 Everything else is the reference :class:`~.live_encoder.LiveEncoder` with its weights cast
 to ``dtype`` and its activations in channels-last memory format (oneDNN's fast layout).
+In float32 it is also the exported ``encoder`` graph (:mod:`streamfx.runtime.graphs`), so
+that a runtime that lowers the graph to bf16 (OpenVINO) never holds the coordinates in bf16.
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ class FastEncoder(nn.Module):
         self.fusion, self.final = converted.fusion, converted.final
         self.requires_grad_(False).eval()
 
-    @torch.inference_mode()
     def forward(self, x: torch.Tensor, ref_tokens: torch.Tensor) -> torch.Tensor:
+        """Traceable for ONNX export; run it under ``torch.inference_mode()`` for speed."""
         rgb = x.to(self.dtype).contiguous(memory_format=self.memory_format)
         tokens = ref_tokens.to(self.dtype).expand(x.shape[0], -1, -1)
         features = self.branch_f(self.aspp(self.trunk(rgb)))

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
+
+from ..checkpoint_spec import read_key_table  # noqa: F401  (the tests read the reference table with it)
+from ..random_weights import shape_scale
+from .scenes import analytic_planes  # noqa: F401  (the fixture's planes)
 
 
 def formula_tensor(shape: tuple[int, ...], index: int, scale: float) -> torch.Tensor:
@@ -24,11 +27,7 @@ def formula_tensor(shape: tuple[int, ...], index: int, scale: float) -> torch.Te
 
 
 def formula_scale(key: str, shape: tuple[int, ...], unit_scale_prefixes: tuple[str, ...] = ()) -> float:
-    if key.startswith(unit_scale_prefixes):
-        return 1.0
-    if len(shape) >= 2:
-        return 1.0 / math.sqrt(math.prod(shape[1:]))
-    return 0.1
+    return 1.0 if key.startswith(unit_scale_prefixes) else shape_scale(shape)
 
 
 def formula_state_dict(
@@ -55,32 +54,3 @@ def renderer_formula_state_dict(renderer: torch.nn.Module) -> dict[str, torch.Te
     params = [(name, tuple(p.shape)) for name, p in renderer.named_parameters()]
     state.update(formula_state_dict(params, unit_scale_prefixes=("decoder.",)))
     return state
-
-
-def analytic_planes(plane_gain: float = 60.0, batch: int = 1, size: int = 256, channels: int = 96) -> torch.Tensor:
-    """The fixture's renderer input: (batch, 96, 256, 256) float32 (built in float64).
-
-    base = sin(6.283 * ((1 + c mod 5) h/256 + (1 + c mod 7) w/256) + c),
-    blob = exp(-((h/256 - 0.5)^2 + (w/256 - 0.5)^2) / 0.02), planes = gain * (0.2 base + blob).
-    """
-    c = torch.arange(channels, dtype=torch.float64).reshape(-1, 1, 1)
-    h = (torch.arange(size, dtype=torch.float64) / 256).reshape(1, -1, 1)
-    w = (torch.arange(size, dtype=torch.float64) / 256).reshape(1, 1, -1)
-    base = torch.sin(6.283 * ((1 + c % 5) * h + (1 + c % 7) * w) + c)
-    blob = torch.exp(-((h - 0.5) ** 2 + (w - 0.5) ** 2) / 0.02)
-    planes = plane_gain * (0.2 * base + blob)
-    return planes.float().unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
-
-
-def read_key_table(path: str | Path) -> list[tuple[str, str, tuple[int, ...], str]]:
-    """Rows (entry, key, shape, kind) of ``3dpe_checkpoint_keys.tsv``; shape ``scalar`` is ()."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        entry, key, shape, kind = line.split("\t")
-        if entry == "entry" or not entry.endswith("state_dict"):  # header row
-            continue
-        dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
-        rows.append((entry, key, dims, kind))
-    return rows

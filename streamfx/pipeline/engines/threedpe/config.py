@@ -1,4 +1,4 @@
-"""Settings of the live 3DPE engine."""
+"""Settings of the 3DPE engine."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ....face.config import FaceConfig
+from ...options import EngineOptions
 from .quality import QualityConfig
 from .smoothing import SmoothingConfig
 
@@ -13,12 +14,19 @@ from .smoothing import SmoothingConfig
 @dataclass(frozen=True)
 class ThreeDPEConfig:
     weights: Path | None = None          # None: the imported weights (streamfx weights import)
-    random_weights: bool = False         # random weights of the official shapes (benchmarks, tests)
+    random_weights_seed: int | None = None  # random weights of the official shapes (demos, benchmarks, tests)
     device: str = "cpu"
-    # streamfx.runtime.accelerated: auto (hybrid with OpenVINO, else torch-bf16), torch-bf16,
-    # torch-fp32 (the parity path), onnxruntime, openvino, tensorrt, hybrid
+    # streamfx.runtime.accelerated: auto (hybrid with OpenVINO, else torch, precision per stage
+    # from the capability probe), torch, torch-bf16, torch-fp32 (the parity path), onnxruntime,
+    # openvino, tensorrt, hybrid
     backend: str = "auto"
+    threads: int | None = None           # inference threads (None: all cores)
     async_encoder: bool | None = None    # None: async (keyframing) on CPU, in the frame path on GPU
+    # offline (files): every frame in order, encoded every ``keyframe_every`` frames, the
+    # quality fixed, so that two runs give identical output
+    offline: bool = False
+    keyframe_every: int = 1
+    offline_quality: str = "balanced"    # what "auto" quality means offline (38 dB against full)
     max_yaw_deg: float = 45.0            # render poses are clamped to what the model supports
     max_pitch_deg: float = 30.0
     presets_best_first: tuple[str, ...] = ("full", "balanced", "fast", "fastest")
@@ -26,3 +34,17 @@ class ThreeDPEConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
+
+    @classmethod
+    def from_options(cls, options: EngineOptions) -> "ThreeDPEConfig":
+        return cls(backend=options.backend, threads=options.threads, offline=options.offline,
+                   keyframe_every=options.keyframe_every, random_weights_seed=options.random_weights_seed)
+
+    @property
+    def keyframe_worker(self) -> bool:
+        """Whether the encoder runs as a keyframe worker beside the renderer (live CPU calls)."""
+        if self.offline:
+            return False
+        if self.async_encoder is not None:
+            return self.async_encoder
+        return self.device.split(":")[0] == "cpu"

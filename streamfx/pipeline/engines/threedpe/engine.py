@@ -1,9 +1,17 @@
 """The ``3dpe`` engine: the 3DPE model, shared by all callers, and one session per caller.
 
 Per frame: track -> align -> (encode with the prompt's cached tokens -> smooth tri-planes)
--> render at the pose mode's camera -> composite. On the CPU the encoder runs as a
-keyframe worker at its own rate (see ``encoder_worker``) and every frame is rendered from
-the latest smoothed tri-planes at the live pose.
+-> render at the pose mode's camera -> composite. In a live call on the CPU the encoder
+runs as a keyframe worker at its own rate (see ``encoder_worker``) and every frame is
+rendered from the latest smoothed tri-planes at the live pose. Offline (files) every
+``keyframe_every``-th frame is encoded in the frame path and the quality is fixed, so the
+output depends only on the input.
+
+``strength`` blends the reference tokens: ``own + s * (prompt - own)``, where ``own`` are the
+tokens of the caller's own crop (what 3DPE reconstructs with when there is no prompt). So
+0 is exactly the unedited reconstruction, 1 exactly the full edit, and in between the
+encoder sees a reference part-way between the caller and the style, which changes the
+look gradually rather than cross-fading two renders.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from .... import log
 from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
 from ....runtime.accelerated import load_accelerated
+from ....runtime.threads import apply_threads
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
 from ...styles import StyleLibrary, match_name
@@ -43,15 +52,17 @@ class ThreeDPEEngine(Engine):
     def __init__(self, config: ThreeDPEConfig = ThreeDPEConfig(), model: threedpe.ThreeDPE | None = None) -> None:
         self.config = config
         self.styles = StyleLibrary(config.styles_dir)
+        apply_threads(config.threads)
         if model is None:
-            if config.random_weights:
-                from ....models.testing import random_state_dicts
+            if config.random_weights_seed is not None:
+                from ....models.random_weights import random_state_dicts
 
-                model = threedpe.from_state(random_state_dicts(0), device=config.device)
+                model = threedpe.from_state(random_state_dicts(config.random_weights_seed), device=config.device)
             else:
                 model = threedpe.load(config.weights, device=config.device)
-        self.model = load_accelerated(model, config.backend)
+        self.model = load_accelerated(model, config.backend, threads=config.threads)
         self.backend = getattr(self.model, "backend", config.backend)
+        self.runtime = self.model.describe()
 
     def presets(self) -> list[str]:
         return self.styles.names()
@@ -60,7 +71,8 @@ class ThreeDPEEngine(Engine):
         return ["auto", *self.config.presets_best_first]
 
     def info(self) -> dict:
-        return {**super().info(), "backend": self.backend, "device": self.config.device}
+        return {**super().info(), "backend": self.backend, "device": self.config.device,
+                "precision": self.runtime["precision"], "precision_stages": self.runtime["stages"]}
 
     def tokens_for(self, prompt: Prompt) -> torch.Tensor:
         """Reference tokens, computed once per prompt key and shared by all callers."""
@@ -80,15 +92,17 @@ class ThreeDPESession(EngineSession):
         self.smoother = TriplaneSmoother(cfg.smoothing)
         self._tokens: torch.Tensor | None = None          # the prompt's tokens; None = the caller's own face
         self._own_tokens: torch.Tensor | None = None
+        self._strength = 1.0
         self._epoch = 0               # bumps on reset; the worker keeps its own in async mode
         self._smoothed_epoch = -1
         self.frame_index = 0
         self.status = "none"
+        self.edited = 0               # frames the engine rendered
+        self.passed = 0               # frames passed through unedited (no face, or no tri-planes yet)
         self._render_times: deque[float] = deque(maxlen=30)
         self._planes_from = -1
-        use_async = cfg.async_encoder if cfg.async_encoder is not None else torch.device(cfg.device).type == "cpu"
-        self.worker = EncoderWorker(self._encode_smoothed) if use_async else None
-        self._sync_keyframe: torch.Tensor | None = None
+        self._planes: torch.Tensor | None = None  # offline: the latest keyframe's smoothed planes
+        self.worker = EncoderWorker(self._encode_smoothed) if cfg.keyframe_worker else None
 
     # -- prompts ------------------------------------------------------------------------
     def set_prompt(self, prompt: Prompt | None) -> None:
@@ -107,14 +121,20 @@ class ThreeDPESession(EngineSession):
         self.reset_temporal()
 
     # -- encoding -----------------------------------------------------------------------
+    def _tokens_for(self, crop: np.ndarray) -> torch.Tensor:
+        """The reference tokens to encode ``crop`` with: the prompt's, blended toward the
+        caller's own by ``1 - strength`` (see the module docstring)."""
+        strength = self._strength
+        if self._tokens is not None and strength >= 1.0:
+            return self._tokens
+        if self._own_tokens is None:
+            self._own_tokens = self.engine.model.reference_tokens(threedpe.prepare_reference(crop))
+        if self._tokens is None or strength <= 0.0:
+            return self._own_tokens
+        return torch.lerp(self._own_tokens, self._tokens, strength)
+
     def _encode_smoothed(self, crop: np.ndarray, epoch: int) -> torch.Tensor:
-        model = self.engine.model
-        tokens = self._tokens
-        if tokens is None:
-            if self._own_tokens is None:
-                self._own_tokens = model.reference_tokens(threedpe.prepare_reference(crop))
-            tokens = self._own_tokens
-        planes = model.encode(threedpe.prepare_input(crop), tokens).float()
+        planes = self.engine.model.encode(threedpe.prepare_input(crop), self._tokens_for(crop)).float()
         if epoch != self._smoothed_epoch:
             self.smoother.reset()
             self._smoothed_epoch = epoch
@@ -128,15 +148,24 @@ class ThreeDPESession(EngineSession):
                 return None
             self._planes_from = key.frame_index
             return key.planes
-        with timer.stage("encode"):
-            planes = self._encode_smoothed(crop, self._epoch)
-        self._planes_from = self.frame_index
-        return planes
+        every = self.engine.config.keyframe_every
+        if self._planes is None or self._planes_from < 0 or (self.frame_index - self._planes_from) >= every:
+            with timer.stage("encode"):
+                self._planes = self._encode_smoothed(crop, self._epoch)
+            self._planes_from = self.frame_index
+        return self._planes
+
+    def _set_strength(self, strength: float) -> None:
+        strength = float(min(max(strength, 0.0), 1.0))
+        if strength != self._strength:
+            self._strength = strength
+            self.reset_temporal()  # the tri-planes of the old strength are not smoothed into the new
 
     # -- per frame ----------------------------------------------------------------------
     def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
         start = time.perf_counter()
         self.frame_index += 1
+        self._set_strength(controls.strength)
         with timer.stage("track"):
             result = self.tracker.update(frame, timer.timestamp_s)
         self.status = result.status
@@ -144,16 +173,21 @@ class ThreeDPESession(EngineSession):
             self.reset_temporal()
             self._own_tokens = None
         if result.face is None:
+            self.passed += 1
             return frame
         with timer.stage("align"):
             aligned = align_face(frame, result.face)
         planes = self._keyframe(aligned.crop, timer)
         if planes is None:
+            self.passed += 1
             return frame  # the first keyframe is still being encoded
-        self.quality.pin(controls.quality)
+        cfg = self.engine.config
+        if cfg.offline and controls.quality == "auto":
+            self.quality.pin(cfg.offline_quality)
+        else:
+            self.quality.pin(controls.quality)
         pose = result.face.pose
         yaw, pitch = controls.pose.target(pose.yaw_deg, pose.pitch_deg)
-        cfg = self.engine.config
         yaw = float(np.clip(yaw, -cfg.max_yaw_deg, cfg.max_yaw_deg))
         pitch = float(np.clip(pitch, -cfg.max_pitch_deg, cfg.max_pitch_deg))
         camera = torch.from_numpy(label_from_degrees(yaw, pitch)).float()[None]
@@ -162,8 +196,10 @@ class ThreeDPESession(EngineSession):
         rendered = to_uint8(image)
         with timer.stage("composite"):
             out = composite(frame, rendered, aligned)
+        self.edited += 1
         self._render_times.append(time.monotonic())
-        self.quality.record((time.perf_counter() - start) * 1e3)
+        if not cfg.offline:
+            self.quality.record((time.perf_counter() - start) * 1e3)
         return out
 
     def stats(self) -> dict:
@@ -171,9 +207,14 @@ class ThreeDPESession(EngineSession):
         render_fps = (len(times) - 1) / max(times[-1] - times[0], 1e-6) if len(times) > 1 else 0.0
         return {
             "face": self.status,
+            "backend": self.engine.runtime["backend"],
+            "precision": self.engine.runtime["precision"],
             "preset": self.quality.current,
+            "strength": self._strength,
             "renderer_fps": round(render_fps, 1),
             "encoder_fps": round(self.worker.rate(), 2) if self.worker else round(render_fps, 1),
+            "frames_edited": self.edited,
+            "frames_passed": self.passed,
             "planes_age": self.frame_index - self._planes_from if self._planes_from >= 0 else None,
             "smoothing_alpha": round(self.smoother.last_alpha, 3),
         }
@@ -183,6 +224,7 @@ class ThreeDPESession(EngineSession):
         if self.worker is not None:
             self.worker.reset()
         self._planes_from = -1
+        self._planes = None
 
     def reset(self) -> None:
         self.tracker.reset()

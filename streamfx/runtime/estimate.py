@@ -1,0 +1,62 @@
+"""Expected 3DPE stage times on this CPU, from FLOPs counted per stage and the probe's rates.
+
+A few seconds of measurement (the capability probe) instead of a benchmark: each stage's
+FLOPs divided by the rate of the kernel it is made of, in the precision the plan chose,
+times how much of that rate the stage reaches. Those fractions were measured on the
+2-core Zen 4 development machine (benchmarks/bench_3dpe.py against the probe in the same
+run); on other CPUs the estimate is a guide, not a promise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..models.renderer.flops import render_flops
+from ..models.renderer.presets import PRESETS
+from .probe import Capabilities
+
+#: dense FLOPs of one encode (ResNet trunk, SegFormer, cross-attention, head) at 512x512
+ENCODER_FLOPS = 441e9
+#: one reference image through the MAE ViT-B/16 (197 tokens, 12 blocks)
+VIT_FLOPS = 35e9
+#: fraction of the probe kernel's rate each stage reaches (measured on the development machine)
+EFFICIENCY = {"encoder": 0.75, "superres": 0.6, "vit": 0.6, "volume": 0.07}
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    encode_ms: float
+    render_ms: dict[str, float]       # per quality preset
+    reference_ms: float               # tokens of a new reference image (once per prompt)
+
+    def live_fps(self, preset: str) -> float:
+        """Frames rendered per second in a live call (the encoder runs beside on other frames)."""
+        return 1000.0 / self.render_ms[preset]
+
+    def offline_s_per_frame(self, preset: str, keyframe_every: int = 1) -> float:
+        return (self.encode_ms / keyframe_every + self.render_ms[preset]) / 1000.0
+
+    def as_dict(self) -> dict:
+        return {"encode_ms": round(self.encode_ms, 1), "reference_ms": round(self.reference_ms, 1),
+                "render_ms": {k: round(v, 1) for k, v in self.render_ms.items()},
+                "live_render_fps": {k: round(self.live_fps(k), 2) for k in self.render_ms},
+                "offline_s_per_frame": {k: round(self.offline_s_per_frame(k), 2) for k in self.render_ms}}
+
+
+def estimate(caps: Capabilities, plan=None) -> StageEstimate:
+    """Expected stage times for ``plan`` (default: the probe's own plan)."""
+    plan = plan or caps.plan
+    rate = caps.measured
+
+    def seconds(flops: float, stage: str, kernel: str, precision: str) -> float:
+        gflops = getattr(rate, kernel)[precision] * EFFICIENCY[stage]
+        return flops / max(gflops, 1e-3) / 1e9
+
+    encode = seconds(ENCODER_FLOPS, "encoder", "conv", plan.encoder)
+    reference = seconds(VIT_FLOPS, "vit", "matmul", plan.vit)
+    render = {}
+    for name in PRESETS:
+        f = render_flops(name)
+        volume = seconds(f["sample"] + f["decoder"], "volume", "matmul", plan.decoder)
+        render[name] = (volume + seconds(f["superres"], "superres", "conv", plan.superres)) * 1000.0
+    return StageEstimate(encode_ms=encode * 1000.0, render_ms=render, reference_ms=reference * 1000.0)
