@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .. import log
+from .closing import ClosesOnExit
 from .errors import CameraError
 
 logger = log.get(__name__)
@@ -29,7 +30,7 @@ def parse_source(text: str | int) -> int | Path:
     return path
 
 
-class CameraSource:
+class CameraSource(ClosesOnExit):
     """Read frames from a camera index or a video file.
 
     ``width``/``height``/``fps`` are requests to a camera (it may choose otherwise; see
@@ -109,9 +110,3 @@ class CameraSource:
 
     def close(self) -> None:
         self.capture.release()
-
-    def __enter__(self) -> "CameraSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

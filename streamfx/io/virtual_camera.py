@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 
 from .. import log
+from .closing import ClosesOnExit
 from .errors import VirtualCameraError
 
 logger = log.get(__name__)
@@ -57,7 +58,7 @@ def check_available() -> None:
         raise VirtualCameraError(LINUX_HINT)
 
 
-class VirtualCamera:
+class VirtualCamera(ClosesOnExit):
     """A virtual camera of a fixed size and rate that accepts RGB uint8 frames (H, W, 3)."""
 
     def __init__(self, width: int, height: int, fps: float, device: str | None = None) -> None:
@@ -87,9 +88,3 @@ class VirtualCamera:
 
     def close(self) -> None:
         self.camera.close()
-
-    def __enter__(self) -> "VirtualCamera":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -9,8 +9,6 @@ from typing import Iterator
 
 import numpy as np
 
-STAGES: tuple[str, ...] = ("decode", "face", "engine", "composite", "encode")
-
 
 class StageTimer:
     """Collects the milliseconds each named stage took for one frame.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, Union
 
 from ..pipeline.controls import MAX_POSE_DEG, POSE_MODES, PoseMode
 from ..pipeline.prompts import ReferenceError, ReferenceLimits, decode_data_url
@@ -56,26 +56,15 @@ class ClearPrompt:
 
 
 @dataclass(frozen=True)
-class SetPose:
-    pose: PoseMode
+class SetControl:
+    """A caller setting that takes effect on the next frame (``Controls`` field ``name``):
+    ``pose`` (PoseMode), ``quality`` (preset name), ``bypass`` (bool) or ``strength`` (0..1)."""
+
+    name: Literal["pose", "quality", "bypass", "strength"]
+    value: Union[PoseMode, str, bool, float]
 
 
-@dataclass(frozen=True)
-class SetQuality:
-    preset: str
-
-
-@dataclass(frozen=True)
-class SetBypass:
-    on: bool
-
-
-@dataclass(frozen=True)
-class SetStrength:
-    value: float
-
-
-Command = Union[Hello, SetPromptImage, SetPromptName, ClearPrompt, SetPose, SetQuality, SetBypass, SetStrength]
+Command = Union[Hello, SetPromptImage, SetPromptName, ClearPrompt, SetControl]
 
 
 def parse(text: str | bytes, max_bytes: int, reference: ReferenceLimits = ReferenceLimits()) -> Command:
@@ -96,15 +85,15 @@ def parse(text: str | bytes, max_bytes: int, reference: ReferenceLimits = Refere
         mode = msg.get("mode", "follow")
         if mode not in POSE_MODES:
             raise ControlError(f"pose mode must be one of {', '.join(POSE_MODES)}")
-        return SetPose(PoseMode(mode, _angle(msg, "yaw"), _angle(msg, "pitch")))
+        return SetControl("pose", PoseMode(mode, _angle(msg, "yaw"), _angle(msg, "pitch")))
     if kind == "quality":
-        return SetQuality(_short_string(msg, "preset"))
+        return SetControl("quality", _short_string(msg, "preset"))
     if kind == "bypass":
         if not isinstance(msg.get("on"), bool):
             raise ControlError('bypass needs "on": true or false')
-        return SetBypass(msg["on"])
+        return SetControl("bypass", msg["on"])
     if kind == "strength":
-        return SetStrength(_number(msg, "value", 0.0, 1.0))
+        return SetControl("strength", _number(msg, "value", 0.0, 1.0))
     raise ControlError(f"unknown message type {kind[:40]!r}")
 
 

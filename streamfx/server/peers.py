@@ -89,21 +89,12 @@ class Caller:
         controls = self.pipeline.controls
         if isinstance(command, control.Hello):
             return "info"
-        if isinstance(command, control.SetPose):
-            controls.pose = command.pose
-            return "pose"
-        if isinstance(command, control.SetQuality):
-            if command.preset not in self.engine.qualities():
-                raise control.ControlError(f"unknown quality {command.preset!r}; "
+        if isinstance(command, control.SetControl):
+            if command.name == "quality" and command.value not in self.engine.qualities():
+                raise control.ControlError(f"unknown quality {command.value!r}; "
                                            f"choose one of {', '.join(self.engine.qualities())}")
-            controls.quality = command.preset
-            return "quality"
-        if isinstance(command, control.SetBypass):
-            controls.bypass = command.on
-            return "bypass"
-        if isinstance(command, control.SetStrength):
-            controls.strength = command.value
-            return "strength"
+            setattr(controls, command.name, command.value)
+            return command.name
         await self._set_prompt(command)
         return "prompt"
 

@@ -90,6 +90,34 @@ def test_engine_cache_keys_on_gpu_and_version(tmp_path):
     assert cache.lookup(CacheKey("renderer-fast", "def", "tensorrt", a.fingerprint)) is None
 
 
+_BUILDER = """
+import sys
+from pathlib import Path
+from streamfx.runtime.engine_cache import CacheKey, EngineCache
+cache = EngineCache(Path(sys.argv[1]))
+for i in range(int(sys.argv[3])):
+    key = CacheKey(f"graph-{sys.argv[2]}-{i}", "sha", "onnxruntime", "cpu")
+    artefact = cache.path_for(key, ".onnx")
+    artefact.write_bytes(b"x")
+    cache.record(key, artefact)
+"""
+
+
+def test_two_processes_building_at_once_lose_no_manifest_entry(tmp_path):
+    """The manifest is rewritten under a file lock: two builders racing keep every entry.
+    (Without the lock this loses entries within a few dozen records on 2 cores.)"""
+    import subprocess
+    import sys
+
+    count = 150
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILDER, str(tmp_path), name, str(count)])
+             for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    entries = EngineCache(tmp_path).manifest()["entries"]
+    assert len(entries) == 2 * count
+    assert not list(tmp_path.glob("*.tmp")), "no half-written manifest is left behind"
+
+
 def test_tensorrt_backend_reports_why_it_cannot_run():
     try:
         import tensorrt  # noqa: F401

@@ -13,7 +13,7 @@ images with these changes, none of which touch the reference path:
 * **decoder in point-major layout** with ``addmm``, in bfloat16 by default (oneDNN; float32
   skinny matrix products and softplus are 3-8x slower here), and, when the preset has no
   super-resolution, only the 4 output rows that are used (density and RGB) instead of 33;
-* **per-ray compositing as a batched product** of (1, S) coefficients and (S, C) colours;
+* the ray marching and compositing are the reference's own (:mod:`.volume`);
 * **super-resolution in bfloat16, channels-last** (oneDNN), with the skip image kept in float32.
 
 Sampling, the sigmoid and compositing stay float32; the decoder's products and the
@@ -28,14 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cameras import camera_rays
 from .errors import RenderInputError
-from .marcher import alpha_weights, composite_depth, finish_rgb, sample_coefficients
 from .module import PLANE_CHANNELS, TriplaneRenderer
 from .presets import RenderPreset, get_preset
-from .sampling import coarse_depths, importance_depths
 from .superres import resize
 from .triplane import N_PLANES, PLANE_COORDS
+from .volume import PointDecoder, render_volume
 
 def padded_table(planes: torch.Tensor) -> torch.Tensor:
     """planes (B, 96, S, S) / 3 -> (B*(S+3)^2*3, 32) float32 rows, one per texel of each plane.
@@ -133,50 +131,29 @@ class FastRenderer(nn.Module):
         colors = torch.sigmoid(out[:, 1:].float()).mul_(1 + 2 * 0.001).sub_(0.001)
         return colors, out[:, 0].float()
 
-    def render_volume(self, planes: torch.Tensor, camera: torch.Tensor, preset: RenderPreset,
-                      channels: int = PLANE_CHANNELS) -> tuple[torch.Tensor, torch.Tensor]:
-        """planes (B, 96, H, W), camera (B, 25) -> features (B, channels, R, R) in about [-1, 1]
-        (channels-last memory), depth (B, 1, R, R). ``channels`` < 32 keeps only the first ones."""
-        opts = self.renderer.rendering
+    def point_decoder(self, planes: torch.Tensor, channels: int = PLANE_CHANNELS) -> PointDecoder:
+        """The fast :data:`~.volume.PointDecoder` of ``planes`` (B, 96, S, S): points in texel
+        units, one ``embedding_bag`` lookup, the decoder as ``addmm`` for ``channels`` colours."""
         batch, _, size, width = planes.shape
         if size != width:
             raise RenderInputError(f"the fast renderer needs square planes, got {size}x{width}")
-        res = preset.neural_resolution
         table = self._table(planes)
-        origins, directions = camera_rays(camera, res)  # (B, 1, 3), (B, R*R, 3)
-        rays = directions.shape[1]
-        # Rays in plane texel units: texel = ((2 p / box_warp + 1) * S - 1) / 2 = p * scale + shift.
-        scale = size / opts.box_warp
-        origins = (origins * scale + (size - 1) / 2).unsqueeze(2)  # (B, 1, 1, 3)
-        directions = (directions * scale).unsqueeze(2)  # (B, RR, 1, 3)
+        scale = size / self.renderer.rendering.box_warp  # texel = ((2 p / box_warp + 1) * S - 1) / 2
 
-        def decode(depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """depths (1 or B, 1 or RR, S) -> colours (B*RR, S, C), sigma (B*RR, S)."""
-            texel = torch.addcmul(origins, depths.unsqueeze(-1), directions)  # (B, RR, S, 3)
-            samples = texel.shape[2]
+        def decode(origins: torch.Tensor, directions: torch.Tensor,
+                   depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            texel = torch.addcmul(origins * scale + (size - 1) / 2, depths.unsqueeze(-1), directions * scale)
+            rays, samples = texel.shape[1], texel.shape[2]
             colors, sigma = self._decode(table, texel.reshape(batch, -1, 3), size, channels + 1)
             return colors.reshape(batch * rays, samples, channels), sigma.reshape(batch * rays, samples)
 
-        depths = coarse_depths(opts.ray_start, opts.ray_end, preset.coarse_samples, device=planes.device)
-        colors, sigma = decode(depths.view(1, 1, -1))
-        depths_all = depths.view(1, -1)  # shared by every ray
-        weights = alpha_weights(sigma, depths_all)  # (B*RR, S - 1)
-        if preset.importance_samples == 0:
-            rgb = torch.bmm(sample_coefficients(weights).unsqueeze(1), colors).squeeze(1)
-        else:
-            fine = importance_depths(depths, weights, preset.importance_samples,
-                                     floor=opts.weight_floor, eps=opts.importance_eps)  # (B*RR, Q)
-            colors_f, sigma_f = decode(fine.view(batch, rays, -1))
-            unsorted = torch.cat((depths_all.expand(batch * rays, -1), fine), dim=-1)
-            depths_all, order = torch.sort(unsorted, dim=-1)
-            weights = alpha_weights(torch.gather(torch.cat((sigma, sigma_f), dim=-1), -1, order), depths_all)
-            coeffs = torch.zeros_like(unsorted).scatter(-1, order, sample_coefficients(weights))
-            n = preset.coarse_samples
-            rgb = (torch.bmm(coeffs[:, None, :n], colors) + torch.bmm(coeffs[:, None, n:], colors_f)).squeeze(1)
-        features = finish_rgb(rgb, weights.sum(dim=-1, keepdim=True), opts.white_back)  # (B*RR, C)
-        depth = composite_depth(weights, depths_all)  # (B*RR,)
-        features = features.reshape(batch, res, res, channels).permute(0, 3, 1, 2)
-        return features, depth.reshape(batch, 1, res, res)
+        return decode
+
+    def render_volume(self, planes: torch.Tensor, camera: torch.Tensor, preset: RenderPreset,
+                      channels: int = PLANE_CHANNELS) -> tuple[torch.Tensor, torch.Tensor]:
+        """planes (B, 96, S, S), camera (B, 25) -> features (B, channels, R, R) in about [-1, 1]
+        (channels-last memory), depth (B, 1, R, R). ``channels`` < 32 keeps only the first ones."""
+        return render_volume(self.point_decoder(planes, channels), camera, preset, self.renderer.rendering, channels)
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()

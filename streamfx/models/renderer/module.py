@@ -12,15 +12,14 @@ from torch import nn
 
 from streamfx import log
 
-from .cameras import camera_rays, check_camera
+from .cameras import check_camera
 from .config import RenderingOptions
 from .decoder import OSGDecoder
 from .errors import RenderInputError
-from .marcher import alpha_weights, composite_depth, finish_rgb, sample_coefficients
 from .presets import RenderPreset, get_preset
-from .sampling import coarse_depths, importance_depths
 from .superres import SuperresolutionHybrid8XDC, resize
 from .triplane import N_PLANES, sample_triplanes
+from .volume import PointDecoder, render_volume
 
 logger = log.get(__name__)
 
@@ -51,17 +50,28 @@ class TriplaneRenderer(nn.Module):
         )
 
     # ------------------------------------------------------------------ volume
-    def _run_decoder(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """planes (B, 3, 32, H, W), points (B, R, S, 3) -> colors (B, 32, R, S), sigma (B, 1, R, S)."""
-        batch, rays, samples, _ = points.shape
-        features = sample_triplanes(planes, points.reshape(batch, rays * samples, 3), self.rendering.box_warp)
-        rgb, sigma = self.decoder(features)
-        return rgb.reshape(batch, -1, rays, samples), sigma.reshape(batch, 1, rays, samples)
+    def point_decoder(self, planes: torch.Tensor, channels: int = PLANE_CHANNELS) -> PointDecoder:
+        """The reference :data:`~.volume.PointDecoder` of ``planes`` (B, 96, H, W): ``grid_sample``
+        lookups (float32) and the official decoder module (in the model's dtype)."""
+        batch = planes.shape[0]
+        planes = planes.reshape(batch, N_PLANES, PLANE_CHANNELS, planes.shape[-2], planes.shape[-1])
+
+        def decode(origins: torch.Tensor, directions: torch.Tensor,
+                   depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            points = origins + depths.unsqueeze(-1) * directions  # (B, RR, S, 3)
+            rays, samples = points.shape[1], points.shape[2]
+            features = sample_triplanes(planes, points.reshape(batch, rays * samples, 3), self.rendering.box_warp)
+            rgb, sigma = self.decoder(features)  # (B, 32, M), (B, 1, M)
+            colors = rgb[:, :channels].float().reshape(batch, channels, rays, samples)
+            return (colors.permute(0, 2, 3, 1).reshape(batch * rays, samples, channels),
+                    sigma.float().reshape(batch * rays, samples))
+
+        return decode
 
     def render_volume(
         self, planes: torch.Tensor, camera: torch.Tensor, preset: RenderPreset
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ray-march the tri-planes.
+        """Ray-march the tri-planes (:func:`~.volume.render_volume`).
 
         Args:
             planes: (B, 96, H, W); camera: (B, 25).
@@ -69,43 +79,7 @@ class TriplaneRenderer(nn.Module):
         Returns:
             features (B, 32, R, R) in about [-1, 1] (the first 3 are ``image_raw``) and depth (B, 1, R, R).
         """
-        opts = self.rendering
-        batch = planes.shape[0]
-        res = preset.neural_resolution
-        planes = planes.reshape(batch, N_PLANES, PLANE_CHANNELS, planes.shape[-2], planes.shape[-1])
-        origins, directions = camera_rays(camera, res)  # (B, 1, 3), (B, R*R, 3)
-        origins = origins.unsqueeze(-2)  # (B, 1, 1, 3)
-        directions = directions.unsqueeze(-2)  # (B, R*R, 1, 3)
-        rays = directions.shape[1]
-
-        depths = coarse_depths(opts.ray_start, opts.ray_end, preset.coarse_samples, device=planes.device)
-        colors, sigma = self._run_decoder(planes, origins + depths.reshape(1, 1, -1, 1) * directions)
-        sigma = sigma.float()
-        depths_all = depths.reshape(1, 1, 1, -1)  # (1, 1, 1, S) shared by every ray
-        weights = alpha_weights(sigma, depths_all)  # (B, 1, R*R, S - 1)
-
-        if preset.importance_samples == 0:
-            coeffs = sample_coefficients(weights)
-            rgb = torch.sum(colors * coeffs.to(colors.dtype), dim=-1)
-        else:
-            fine = importance_depths(
-                depths, weights.reshape(batch * rays, -1), preset.importance_samples,
-                floor=opts.weight_floor, eps=opts.importance_eps,
-            ).reshape(batch, 1, rays, -1)  # (B, 1, R*R, Q)
-            colors_f, sigma_f = self._run_decoder(planes, origins + fine.reshape(batch, rays, -1, 1) * directions)
-            # Sort all samples by depth; only the 1-channel density and depth are reordered.
-            unsorted = torch.cat((depths_all.expand(batch, 1, rays, -1), fine), dim=-1)
-            depths_all, order = torch.sort(unsorted, dim=-1)
-            sigma_all = torch.gather(torch.cat((sigma, sigma_f.float()), dim=-1), -1, order)
-            weights = alpha_weights(sigma_all, depths_all)
-            # Each sample's colour coefficient, scattered back to the unsorted sample order.
-            coeffs = torch.zeros_like(unsorted).scatter(-1, order, sample_coefficients(weights)).to(colors.dtype)
-            n_coarse = preset.coarse_samples
-            rgb = torch.sum(colors * coeffs[..., :n_coarse], dim=-1) + torch.sum(colors_f * coeffs[..., n_coarse:], dim=-1)
-
-        features = finish_rgb(rgb.float(), weights.sum(dim=-1), opts.white_back)  # (B, 32, R*R)
-        depth = composite_depth(weights, depths_all)  # (B, 1, R*R)
-        return features.reshape(batch, -1, res, res), depth.reshape(batch, 1, res, res)
+        return render_volume(self.point_decoder(planes), camera, preset, self.rendering, PLANE_CHANNELS)
 
     # ------------------------------------------------------------------ public
     def style(self) -> torch.Tensor:
