@@ -1,24 +1,56 @@
-"""Shared test helpers: where the real test data lives and how to read it."""
+"""Shared test helpers: where the real test data lives and how to read it.
+
+Missing data (``../shared``: test images and video, the reference fixtures) skips a test
+on a developer's machine but fails it under CI (``CI`` set, as CI services do), so that a
+CI run without the data can never pass quietly.  Every test that reads ``../shared`` goes
+through :func:`missing_data`: the ``testdata`` fixture or ``shared_file``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, NoReturn
 
 import numpy as np
 import pytest
 
-# ../shared/testdata relative to the repository root (read-only, never copied into the repo)
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+# ../shared relative to the repository root (read-only, never copied into the repo)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TESTDATA = SHARED / "testdata"
+
+
+def in_ci() -> bool:
+    """True under CI: ``CI`` is set to anything but an empty, ``0``, ``false`` or ``no`` value."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_data(what: str) -> NoReturn:
+    """Skip the test (locally) or fail it (under CI) because ``what`` is missing."""
+    if in_ci():
+        raise RuntimeError(f"{what}; CI must provide ../shared")
+    pytest.skip(what)
 
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     if not TESTDATA.is_dir():
-        if os.environ.get("CI"):
-            raise RuntimeError(f"test data not found at {TESTDATA}; CI must provide ../shared")
-        pytest.skip(f"test data not found at {TESTDATA}")
+        missing_data(f"test data not found at {TESTDATA}")
     return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def shared_file() -> Callable[[Path], Path]:
+    """shared_file(path) -> path of a file under ``../shared``; a missing one skips the test
+    locally and fails it under CI (see :func:`missing_data`)."""
+
+    def need(path: Path) -> Path:
+        path = Path(path)
+        if not path.is_file():
+            missing_data(f"shared file not found: {path}")
+        return path
+
+    return need
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
-"""Shared fixtures of the 3DPE model tests: the reference facts, the known-answer model and
-one full-size official-format random checkpoint per session (~700 MB, built once)."""
+"""Shared fixtures of the 3DPE model tests: the reference facts and their tolerances, the
+known-answer model and one full-size official-format random checkpoint per session
+(~700 MB, built once).  Missing reference files skip locally and fail under CI
+(``shared_file`` in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,29 @@ KNOWN_ANSWER = REFERENCE / "3dpe_known_answer.pt"
 KEYS_TSV = REFERENCE / "3dpe_checkpoint_keys.tsv"
 
 
+# Known-answer tolerances (max abs difference, fp32 on the CPU), about 10x what the port
+# reaches (measured on a 2-core x86 CPU, the same with 1 thread): room for a different
+# summation order (threads, kernels, a refactored renderer) at the 1e-7 level, and none
+# for a real error.  The tri-planes are judged against their fp16 storage: see
+# test_encoder_known_answer.py.
+KNOWN_ANSWER_ATOL = {
+    "tokens": 1e-6,  # measured 1.2e-7 (values up to 0.29)
+    "planes": 1.5e-5,  # our fp32 error beyond the fixture's fp16 rounding; measured 1.4e-6 (values up to 0.37)
+    "image_raw": 5e-6,  # measured 4.8e-7
+    "image_depth": 1e-5,  # measured 9.5e-7 (depths up to 2.65)
+    "image": 4e-6,  # measured 3.6e-7
+}
+
+
 @pytest.fixture(scope="session")
-def known_answer() -> dict:
-    if not KNOWN_ANSWER.is_file():
-        pytest.skip(f"reference fixture missing: {KNOWN_ANSWER}")
-    return torch.load(KNOWN_ANSWER, weights_only=True)
+def known_answer_atol() -> dict[str, float]:
+    return dict(KNOWN_ANSWER_ATOL)
+
+
+@pytest.fixture(scope="session")
+def known_answer(shared_file) -> dict:
+    """The official code's outputs (``3dpe_known_answer.pt``); missing: skip locally, fail under CI."""
+    return torch.load(shared_file(KNOWN_ANSWER), weights_only=True)
 
 
 @pytest.fixture(scope="session")

@@ -41,10 +41,11 @@ def fast_fp32_render(formula_model, known_answer):
 
 
 def test_fast_renderer_fp32_meets_known_answer(fast_fp32_render, known_answer):
+    """Measured: image_raw 7.2e-7, depth 1.2e-6, image 5.4e-7; tolerances about 10x that."""
     out = fast_fp32_render
-    assert (out["image_raw"] - known_answer["image_raw"]).abs().max().item() <= 1e-4
-    assert (out["image_depth"] - known_answer["image_depth"]).abs().max().item() <= 1e-5
-    assert (out["image"] - known_answer["image"]).abs().max().item() <= 1e-3
+    assert (out["image_raw"] - known_answer["image_raw"]).abs().max().item() <= 7e-6
+    assert (out["image_depth"] - known_answer["image_depth"]).abs().max().item() <= 1.2e-5
+    assert (out["image"] - known_answer["image"]).abs().max().item() <= 5e-6
 
 
 @pytest.mark.parametrize("preset", ["fast", "fastest"])
@@ -76,11 +77,15 @@ def test_fast_renderer_reuses_the_plane_table_until_planes_change(formula_model)
     assert not torch.allclose(first["image"], second["image"])
 
 
-def test_fast_encoder_fp32_meets_known_answer(formula_model, known_answer):
-    expected = known_answer["planes"].float()
+def test_fast_encoder_fp32_meets_known_answer(formula_model, known_answer, known_answer_atol):
+    """The fixture stores planes in fp16: each value may differ by its own half fp16 ulp, plus
+    the same margin as the reference encoder's test."""
+    stored = known_answer["planes"]
     with torch.inference_mode():
         fp32 = FastEncoder(formula_model.encoder, torch.float32)(known_answer["x"], known_answer["tokens"])
-    assert (fp32 - expected).abs().max().item() <= 2e-3
+    a = stored.float().abs().clamp_min(2.0**-14)
+    allowed = torch.exp2(torch.floor(torch.log2(a)) - 11) + known_answer_atol["planes"]
+    assert ((fp32 - stored.float()).abs() <= allowed).all()
 
 
 def test_fast_encoder_bf16_stays_close(formula_model, known_answer, fast_bf16):

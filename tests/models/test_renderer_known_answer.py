@@ -3,7 +3,8 @@
 The fixture ``3dpe_known_answer.pt`` holds what the official EzioBy/3dpe renderer produces, in fp32
 on the CPU, for formula weights and analytic planes (see ``../shared/reference/README.md``). Passing
 it proves the port is faithful: camera rays, plane axes, decoder, deterministic sampling, ray
-marching and super-resolution.
+marching and super-resolution.  Tolerances: ``KNOWN_ANSWER_ATOL`` in ``conftest.py`` (about 10x
+what the port reaches); a missing fixture skips locally and fails under CI.
 """
 
 from __future__ import annotations
@@ -18,21 +19,18 @@ from streamfx.models.renderer import TriplaneRenderer, look_at_camera
 from streamfx.models.renderer.resample import setup_filter
 from streamfx.models.renderer.testing import analytic_planes, formula_state_dict, read_key_table
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-FIXTURE = REFERENCE / "3dpe_known_answer.pt"
-KEY_TABLE = REFERENCE / "3dpe_checkpoint_keys.tsv"
-
-pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason=f"reference fixture missing: {FIXTURE}")
+KEY_TABLE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "3dpe_checkpoint_keys.tsv"
 
 
 @pytest.fixture(scope="module")
-def fixture() -> dict:
-    return torch.load(FIXTURE, weights_only=True)
+def fixture(known_answer) -> dict:
+    return known_answer
 
 
 @pytest.fixture(scope="module")
-def renderer_rows() -> list[tuple[str, tuple[int, ...], str]]:
-    return [(key, shape, kind) for entry, key, shape, kind in read_key_table(KEY_TABLE) if entry == "renderer_state_dict"]
+def renderer_rows(shared_file) -> list[tuple[str, tuple[int, ...], str]]:
+    rows = read_key_table(shared_file(KEY_TABLE))
+    return [(key, shape, kind) for entry, key, shape, kind in rows if entry == "renderer_state_dict"]
 
 
 @pytest.fixture(scope="module")
@@ -79,16 +77,9 @@ def test_look_at_camera_reproduces_fixture_camera(fixture):
     assert (camera - fixture["camera"]).abs().max().item() <= 1e-5
 
 
-def test_image_raw_matches_official(fixture, rendered):
-    assert rendered["image_raw"].shape == (1, 3, 128, 128)
-    assert (rendered["image_raw"] - fixture["image_raw"]).abs().max().item() <= 1e-4
-
-
-def test_depth_matches_official(fixture, rendered):
-    assert rendered["image_depth"].shape == (1, 1, 128, 128)
-    assert (rendered["image_depth"] - fixture["image_depth"]).abs().max().item() <= 1e-5
-
-
-def test_image_matches_official(fixture, rendered):
-    assert rendered["image"].shape == (1, 3, 512, 512)
-    assert (rendered["image"] - fixture["image"]).abs().max().item() <= 1e-3
+@pytest.mark.parametrize("key,shape", [("image_raw", (1, 3, 128, 128)), ("image_depth", (1, 1, 128, 128)),
+                                       ("image", (1, 3, 512, 512))])
+def test_output_matches_official(fixture, rendered, known_answer_atol, key, shape):
+    assert rendered[key].shape == shape and rendered[key].dtype == torch.float32
+    err = (rendered[key] - fixture[key]).abs().max().item()
+    assert err <= known_answer_atol[key], f"{key} differs by {err}"

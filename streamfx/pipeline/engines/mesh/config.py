@@ -19,6 +19,7 @@ class MeshEngineConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     # --- re-posing
     max_rotation_deg: float = 25.0  # the largest yaw / pitch change the live texture supports
+    yaw_gain: float = 1.2  # the mesh turns this much more than asked, as the rest of the head does not turn (see geometry)
     pivot_depth: float = 0.0  # rotation centre on the head's z axis, in head units (0 = canonical origin)
     mirror_cos: tuple[float, float] = (0.15, 0.45)  # vertices seen more obliquely than this borrow their mirror's texture
     mirror_full_deg: float = 5.0  # the mirror blend ramps in from min_rotation_deg to this rotation (no pop, less work)
@@ -38,4 +39,3 @@ class MeshEngineConfig:
     # --- prompts
     styles_dir: Path | None = None  # None: streamfx.pipeline.styles.default_styles_dir()
     prompt_cache: int = 8  # prepared references kept for reuse across callers
-    # --- time

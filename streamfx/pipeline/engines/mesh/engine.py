@@ -4,20 +4,25 @@ Per frame: track (the face stack's One-Euro-smoothed 478-point mesh), render (ro
 mesh to the target pose, rasterise it with a depth buffer, re-render the live texture
 through one dense map), edit (reference appearance or a named look), composite (paste the
 working rectangle back).  Frames without a face pass through unchanged.
+
+Re-posing moves this frame's pixels, so it is built from this frame's own (unsmoothed)
+landmarks and their pose: the smoothed mesh lags a turning head by a frame or two, and
+the texture it points at would then be the wrong one, leaving part of the turn in place.
+Follow mode (edits only) keeps the smoothed mesh, which holds the edit still.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
 from .... import log
-from ....face import FaceError, FaceTracker
+from ....face import Face, FaceError, FaceTracker
+from ....face.pose import estimate_pose
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
 from ...prompts import ReferenceError
@@ -57,7 +62,8 @@ class MeshEngine(Engine):
 
     def info(self) -> dict[str, Any]:
         data = super().info()
-        data.update({"max_rotation_deg": self.config.max_rotation_deg, "weights_hint": WEIGHTS_HINT})
+        data.update({"max_rotation_deg": self.config.max_rotation_deg, "yaw_gain": self.config.yaw_gain,
+                     "weights_hint": WEIGHTS_HINT})
         return data
 
     # ------------------------------------------------------------------ prompts
@@ -118,9 +124,15 @@ class MeshEngine(Engine):
 def _mirror_ramp(plan: PosePlan, cfg: MeshEngineConfig) -> float:
     """0..1: how much of the mirror blend a pose change uses; small changes expose little
     of what the live frame sees edge-on, and the blend then fades in without a pop."""
-    rot = max(abs(plan.target_deg[i] - plan.live_deg[i]) for i in range(2))
+    rot = plan.rotation_deg
     lo, hi = cfg.min_rotation_deg, max(cfg.mirror_full_deg, cfg.min_rotation_deg + 1e-3)
     return float(smoothstep(np.float64((rot - lo) / (hi - lo))))
+
+
+def _unsmoothed(face: Face) -> Face:
+    """``face`` with this frame's raw landmarks and their own pose (see the module docstring)."""
+    raw = np.asarray(face.raw_landmarks, dtype=np.float32)
+    return dataclasses.replace(face, landmarks=raw, pose=estimate_pose(raw))
 
 
 class MeshSession(EngineSession):
@@ -151,6 +163,8 @@ class MeshSession(EngineSession):
         if face is None:
             self._clamped, self._target = False, None
             return frame
+        if controls.pose.mode != "follow":
+            face = _unsmoothed(face)
         edit = self._edit
         strength = float(np.clip(controls.strength, 0.0, 1.0))
         active = edit if strength > 0.0 else None

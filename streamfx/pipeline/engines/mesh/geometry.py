@@ -5,6 +5,13 @@ rotations act in camera axes (x right, y up, z towards the viewer) as in
 :class:`~streamfx.face.HeadPose`.  The mesh is rotated about the head's centre (the
 canonical face's origin, pushed back by ``pivot_depth`` head units) and projected
 orthographically, the same weak-perspective model the pose fit uses.
+
+Only the face mesh turns: hair, ears and the head's outline follow a displacement that
+fades out, and the side of the nose or cheek the live frame does not see is filled in
+from what it does see.  A re-posed face therefore reads as turned less than its mesh (the
+face stack's own pose estimate, run on the output, sees about 70-100% of the mesh's yaw
+change on the head-turn test clips).  ``cfg.yaw_gain`` scales the mesh's yaw change to
+make up for it; the scaled change is what ``cfg.max_rotation_deg`` limits.
 """
 
 from __future__ import annotations
@@ -28,37 +35,48 @@ _FLIP = np.array([1.0, -1.0, -1.0])  # image axes <-> camera axes
 class PosePlan:
     """Where the face is drawn: ``target`` (V, 3) float64 image coordinates (x, y, z),
     ``moves`` False when the target equals the live mesh (nothing to re-render);
-    ``clamped`` True when the asked rotation was larger than the texture supports."""
+    ``target_deg`` the (yaw, pitch) the output is meant to show, ``render_deg`` the one
+    the mesh is drawn at (the yaw change scaled by ``yaw_gain``); ``clamped`` True when
+    the rotation asked for was larger than the texture supports."""
 
     live_deg: tuple[float, float]
     target_deg: tuple[float, float]
+    render_deg: tuple[float, float]
     clamped: bool
     moves: bool
     target: np.ndarray
 
+    @property
+    def rotation_deg(self) -> float:
+        """The larger of the mesh's yaw and pitch change, in degrees."""
+        return max(abs(self.render_deg[i] - self.live_deg[i]) for i in range(2))
+
 
 def plan_pose(face: Face, vertices: np.ndarray, mode: PoseMode, cfg: MeshEngineConfig) -> PosePlan:
-    """Rotate the live render ``vertices`` (V, 3) to the pose ``mode`` asks for, the change
-    clamped to ``cfg.max_rotation_deg``."""
+    """Rotate the live render ``vertices`` (V, 3), whose pose is ``face.pose``, to the pose
+    ``mode`` asks for; the mesh's change is clamped to ``cfg.max_rotation_deg``."""
     pose = face.pose
     live = (float(pose.yaw_deg), float(pose.pitch_deg))
     asked = mode.target(*live)
     lim = cfg.max_rotation_deg
-    delta = [float(np.clip(asked[i] - live[i], -lim, lim)) for i in range(2)]
-    clamped = any(abs(asked[i] - live[i]) > lim + 1e-6 for i in range(2))
-    target_deg = (live[0] + delta[0], live[1] + delta[1])
+    gain = (float(cfg.yaw_gain), 1.0)
+    wanted = [gain[i] * (asked[i] - live[i]) for i in range(2)]  # the mesh's change
+    delta = [float(np.clip(wanted[i], -lim, lim)) for i in range(2)]
+    clamped = any(abs(wanted[i]) > lim + 1e-6 for i in range(2))
+    render_deg = (live[0] + delta[0], live[1] + delta[1])
+    target_deg = (live[0] + delta[0] / gain[0], live[1] + delta[1] / gain[1])
     verts = np.asarray(vertices, dtype=np.float64)
     if max(abs(delta[0]), abs(delta[1])) < cfg.min_rotation_deg:
-        return PosePlan(live, live, clamped, False, verts)
+        return PosePlan(live, live, live, clamped, False, verts)
     r_live = np.asarray(pose.rotation, dtype=np.float64)
-    r_target = rotation_from_angles(target_deg[0], target_deg[1], float(pose.roll_deg))
+    r_target = rotation_from_angles(render_deg[0], render_deg[1], float(pose.roll_deg))
     rot = r_target @ r_live.T
     rigid = np.asarray(face.landmarks, dtype=np.float64)[RIGID] * _FLIP  # camera axes
     canon = canonical_face()
     pivot_head = np.array([0.0, 0.0, -cfg.pivot_depth])
     centre = rigid.mean(axis=0) - float(pose.scale) * r_live @ (canon[RIGID].mean(axis=0) - pivot_head)
     q = (verts * _FLIP - centre) @ rot.T + centre
-    return PosePlan(live, target_deg, clamped, True, q * _FLIP)
+    return PosePlan(live, target_deg, render_deg, clamped, True, q * _FLIP)
 
 
 @dataclass(frozen=True)
