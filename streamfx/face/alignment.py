@@ -10,8 +10,8 @@ rotation.  All of that is one scale-and-shift, computed here as a 2x3 matrix and
 with a single ``cv2.warpAffine``.
 
 Pixel coordinates have pixel centres at integers.  mediapipe's five points are not the
-MTCNN points EG3D used; a small fixed scale and shift (:data:`CALIBRATION`), fitted on
-the FFHQ test crops, brings the crop closer to the EG3D crop.
+MTCNN points EG3D used; a small fixed scale about the crop centre (:data:`CALIBRATION`)
+brings the crop closer to the EG3D crop.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ RESCALE_FACTOR = 300.0
 CENTER_CROP = 700.0
 EG3D_SIZE = 512
 
-# (scale, dx, dy) applied after the EG3D transform, in 512-crop pixels: the least-squares
-# similarity that best maps our crops of the 8 FFHQ test faces onto the EG3D crops (mean
-# error over the face 5.3 -> 4.6 px; what remains is per-face detector disagreement).
-CALIBRATION = (1.0218, -3.71, -6.54)
+# Scale about the crop centre applied after the EG3D transform: the least-squares scale
+# that best maps our crops of the 8 FFHQ test faces onto their EG3D crops
+# (``canonical_build.fit_calibration``).  A scale and shift (3 parameters) fitted the same
+# faces no better, and generalised worse to faces left out of the fit (cross-fit figures
+# in tests/face/test_alignment.py); what remains is per-face detector disagreement.
+CALIBRATION = 1.0201
 
 
 def pos_fit(points: np.ndarray, frame_height: int) -> tuple[np.ndarray, float]:
@@ -61,11 +63,14 @@ def pos_fit(points: np.ndarray, frame_height: int) -> tuple[np.ndarray, float]:
     return np.array([k[3], k[7]]), float(s)
 
 
-def eg3d_matrix(points: np.ndarray, frame_height: int, size: int = EG3D_SIZE, calibrate: bool = True) -> np.ndarray:
+def eg3d_matrix(
+    points: np.ndarray, frame_height: int, size: int = EG3D_SIZE, calibration: float | None = CALIBRATION
+) -> np.ndarray:
     """(2, 3) matrix mapping frame pixels to the ``size`` x ``size`` EG3D crop.
 
     points: (5, 2) five points in frame pixels (see :func:`landmarks.five_points`).
-    ``calibrate=False`` gives EG3D's transform exactly (up to its integer rounding).
+    ``calibration``: the scale about the crop centre applied last; ``None`` gives EG3D's
+    transform exactly (up to its integer rounding).
     """
     t, s = pos_fit(points, frame_height)
     if not (np.isfinite(s) and s > 1e-6 and np.all(np.isfinite(t))):
@@ -79,9 +84,10 @@ def eg3d_matrix(points: np.ndarray, frame_height: int, size: int = EG3D_SIZE, ca
     x0 = k * (r * (0.5 - tx) + TARGET_SIZE / 2 - 0.5 - off + 0.5) - 0.5
     y0 = k * (r * (-0.5 - ty_img) + TARGET_SIZE / 2 - 0.5 - off + 0.5) - 0.5
     m = np.array([[k * r, 0.0, x0], [0.0, k * r, y0]])
-    if calibrate:
-        cs, cx, cy = CALIBRATION
-        m = np.array([[cs, 0.0, cx], [0.0, cs, cy]]) @ np.vstack([m, [0.0, 0.0, 1.0]])
+    if calibration is not None:
+        c = (EG3D_SIZE - 1) / 2.0
+        m = calibration * m
+        m[:, 2] += (1.0 - calibration) * c
     if size != EG3D_SIZE:
         f = size / EG3D_SIZE
         m = m * f

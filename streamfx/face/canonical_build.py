@@ -1,13 +1,17 @@
-"""Build the canonical 3D face (``canonical_data.py``) from aligned portraits.
+"""Fit the face constants from EG3D-aligned portraits: the canonical 3D face
+(``canonical_data.py``) and the alignment calibration (``alignment.CALIBRATION``).
 
     python -m streamfx.face.canonical_build ../shared/testdata/faces/ffhq_*.png
 
-Runs the face mesh on each (near-frontal, EG3D-aligned) portrait, averages the 478
+Canonical face: runs the face mesh on each (near-frontal) portrait, averages the 478
 landmark sets after a similarity (Procrustes) alignment, makes the mean exactly
 left-right symmetric, and expresses it in the frame of Deep3DFaceRecon's five-point
 layout (x = the head's left, y = up, z = out of the face; the layout's units and
 origin).  Symmetry fixes yaw and roll, the portraits' mean pitch is zero pitch, and the layout
 fixes scale and origin.
+
+Calibration: the portraits are EG3D crops, so our crop of each should be the identity;
+the scale about the crop centre that brings our crops closest to them is printed.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .alignment import LM3D_STD
-from .landmarks import EYE_L_INNER, EYE_L_OUTER, EYE_R_INNER, EYE_R_OUTER, MOUTH_L, MOUTH_R, NOSE_TIP, RIGID
+from .alignment import EG3D_SIZE, LM3D_STD, eg3d_matrix, transform_points
+from .landmarks import (
+    EYE_L_INNER, EYE_L_OUTER, EYE_R_INNER, EYE_R_OUTER, MOUTH_L, MOUTH_R, NOSE_TIP, RIGID, five_points,
+)
+from .mesh import NUM_MESH_POINTS
 from .pose import angles_from_rotation, rotation_from_angles, umeyama
 
 
@@ -36,14 +43,65 @@ def five_3d(shape: np.ndarray) -> np.ndarray:
     )
 
 
-def mirror_pairs(shape: np.ndarray) -> np.ndarray:
-    """(N,) index of each point's mirror image across x = 0 (nearest neighbour, made mutual)."""
-    mirrored = shape * np.array([-1.0, 1.0, 1.0])
-    pair = np.linalg.norm(shape[:, None, :] - mirrored[None, :, :], axis=2).argmin(axis=1)
-    for i in np.where(pair[pair] != np.arange(len(pair)))[0]:
-        back = np.where(pair == i)[0]
-        pair[i] = back[0] if len(back) else i
-    if not np.all(pair[pair] == np.arange(len(pair))):
+def mesh_edges() -> np.ndarray:
+    """(E, 2) sorted vertex pairs of the face mesh and the iris rings (mediapipe topology)."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_IRISES, FACEMESH_TESSELATION
+
+    return np.unique(np.sort(np.array(sorted(FACEMESH_TESSELATION | FACEMESH_IRISES)), axis=1), axis=0)
+
+
+def _broken_edges(pair: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(E,) bool: the mesh edges that ``pair`` does not map onto mesh edges."""
+    n = len(pair)
+    mapped = np.sort(pair[edges], axis=1)
+    return ~np.isin(mapped[:, 0] * n + mapped[:, 1], edges[:, 0] * n + edges[:, 1])
+
+
+def mirror_pairs(shape: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:
+    """(N,) index of each point's mirror image across x = 0 (midline points: themselves).
+
+    A greedy matching of the points with their mirror images, closest pairs first (so
+    the pairing is mutual), then repaired with the mesh topology: a mirror symmetry maps
+    mesh edges onto mesh edges, so pair swaps that map more edges are taken.  Where the
+    lips or eyelids of the shape are not quite symmetric, plain nearest neighbours pair
+    an inner lip or eye corner with its neighbour or the midline.  mediapipe's own
+    triangulation is mirror-symmetric except for three flipped quad diagonals (six edges).
+    """
+    shape = np.asarray(shape, dtype=np.float64)
+    n = len(shape)
+    edges = mesh_edges() if edges is None else edges
+    edges = edges[edges.max(axis=1) < n]
+    cost = np.linalg.norm(shape[:, None, :] - (shape * np.array([-1.0, 1.0, 1.0]))[None, :, :], axis=2)
+    cost = 0.5 * (cost + cost.T)
+    pair = np.full(n, -1)
+    iu = np.triu_indices(n)
+    for k in np.argsort(cost[iu], kind="stable"):
+        i, j = iu[0][k], iu[1][k]
+        if pair[i] < 0 and pair[j] < 0:
+            pair[i], pair[j] = j, i
+    nearest = np.argsort(cost, axis=1)[:, :6]
+    bad = _broken_edges(pair, edges)
+    broken = int(bad.sum())
+    improved = True
+    while improved and broken > 0:
+        improved = False
+        for i in np.unique(edges[bad]):  # the points on edges that do not map yet
+            for j in nearest[i]:
+                if pair[i] == j:
+                    continue
+                a, b = pair[i], pair[j]  # (i, a), (j, b) -> (i, j), (a, b)
+                trial = pair.copy()
+                trial[i], trial[j] = j, i
+                if a != i and b != j:
+                    trial[a], trial[b] = b, a
+                elif a != i:
+                    trial[a] = a
+                elif b != j:
+                    trial[b] = b
+                trial_bad = _broken_edges(trial, edges)
+                if trial_bad.sum() < broken:
+                    pair, bad, broken, improved = trial, trial_bad, int(trial_bad.sum()), True
+    if not np.all(pair[pair] == np.arange(n)):
         raise RuntimeError("mirror pairing of the landmarks is not consistent")
     return pair
 
@@ -82,6 +140,22 @@ def build(landmark_sets: list[np.ndarray]) -> np.ndarray:
     return sym
 
 
+def fit_calibration(landmark_sets: list[np.ndarray]) -> float:
+    """The scale about the crop centre that best maps our (uncalibrated) crops of EG3D-aligned
+    512 x 512 portraits onto themselves: least squares over the 468 mesh points of each.
+
+    landmark_sets: (478, 3) landmarks of each portrait, in its own pixels.
+    """
+    c = (EG3D_SIZE - 1) / 2.0
+    num = den = 0.0
+    for lm in landmark_sets:
+        p = np.asarray(lm, dtype=np.float64)[:NUM_MESH_POINTS, :2]
+        q = transform_points(eg3d_matrix(five_points(lm), EG3D_SIZE, calibration=None), p)
+        num += float(((q - c) * (p - c)).sum())
+        den += float(((q - c) ** 2).sum())
+    return num / den
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path)
@@ -109,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         '"""\n\nPOINTS = (\n' + rows + ",\n)\n"
     )
     print(f"wrote {args.out} from {len(sets)} faces")
+    print(f"alignment.CALIBRATION = {fit_calibration(sets):.4f}  (fitted on the same faces)")
     return 0
 
 

@@ -1,5 +1,9 @@
 """EG3D crop: the transform against a literal re-run of EG3D's steps, and ground truth
-from the FFHQ crops pasted into a larger frame with a known scale and shift."""
+from the FFHQ crops pasted into a larger frame with a known scale and shift.
+
+The FFHQ crops are EG3D's own crops, so re-aligning a pasted crop must give it back.
+The calibration (``alignment.CALIBRATION``) is fitted on these same crops; its accuracy
+is measured on crops left out of the fit (two-fold cross-fit)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import pytest
 from PIL import Image
 
 from helpers import face_mask, paste, psnr
-from streamfx.face import FaceError, FaceTracker, align_face, eg3d_matrix, invert, transform_points
-from streamfx.face.alignment import LM3D_STD, warp
+from streamfx.face import Face, FaceError, FaceTracker, align_face, eg3d_matrix, invert, transform_points
+from streamfx.face.alignment import CALIBRATION, LM3D_STD, warp
+from streamfx.face.canonical_build import fit_calibration
 
 FACES = [f"faces/ffhq_{i}.png" for i in range(1, 9)]
 # (scale, shift) of the paste into 1280x720; scales 0.5 to 1.5, no rotation
@@ -44,7 +49,7 @@ def test_matrix_reproduces_literal_eg3d_steps(seed):
     size = rng.uniform(70, 130)
     points = centre + size * np.array([[-0.5, -0.45], [0.5, -0.44], [0.0, 0.1], [-0.4, 0.55], [0.4, 0.56]])
     ref = _literal_eg3d(image, points).astype(np.float64)
-    m = eg3d_matrix(points, h, calibrate=False)
+    m = eg3d_matrix(points, h, calibration=None)
     # EG3D truncates its crop offsets to integers: allow up to one 1024-pixel (0.73 px) of shift
     errors = []
     for dx in np.linspace(-0.75, 0.75, 7):
@@ -87,36 +92,83 @@ def photo_tracker():
         yield t
 
 
+@pytest.fixture(scope="module")
+def crops(read_rgb, photo_tracker) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (the EG3D crop, its own landmarks)."""
+    out = {}
+    for name in FACES:
+        crop = read_rgb(name)
+        landmarks = photo_tracker.find_landmarks(crop)
+        assert landmarks is not None, name
+        out[name] = (crop, landmarks)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pasted(crops, photo_tracker) -> dict[str, list[tuple[np.ndarray, np.ndarray, Face]]]:
+    """name -> [(canvas, paste matrix, tracked face) for each of PASTES]."""
+    out = {}
+    for name, (crop, _) in crops.items():
+        out[name] = []
+        for scale, shift in PASTES:
+            canvas, p = paste(crop, scale, shift)
+            res = photo_tracker.update(canvas)
+            assert res.status == "tracking" and res.face is not None, (name, scale)
+            out[name].append((canvas, p, res.face))
+    return out
+
+
 @pytest.mark.parametrize("name", FACES)
-def test_paste_and_realign_recovers_the_crop(name, read_rgb, photo_tracker):
-    crop = read_rgb(name)
-    own_lm = photo_tracker.find_landmarks(crop)
-    assert own_lm is not None
+def test_paste_and_realign_recovers_the_crop(name, crops, pasted, photo_tracker):
+    """The same crop whatever the paste (the tracker and the transform are scale- and
+    shift-equivariant), and near EG3D's own crop.  The production calibration was fitted
+    on these faces, so the crop-to-crop bounds here are only sanity bounds; the accuracy
+    on faces outside the fit is measured by the cross-fit test below."""
+    crop, own_lm = crops[name]
     mask = face_mask(own_lm, crop.shape[:2])
-    centred, p1 = paste(crop, 1.0, (384, 104))
+    centred, _ = paste(crop, 1.0, (384, 104))
     own = align_face(centred, photo_tracker.update(centred).face)  # our crop of the face at scale 1
-    for scale, shift in PASTES:
-        canvas, p = paste(crop, scale, shift)
-        res = photo_tracker.update(canvas)
-        assert res.status == "tracking", (name, scale)
-        aligned = align_face(canvas, res.face)
-        # the same crop whatever the paste: the tracker and transform are scale/shift-equivariant
+    for (scale, _), (canvas, p, face) in zip(PASTES, pasted[name]):
+        aligned = align_face(canvas, face)
         assert psnr(aligned.crop, own.crop, mask) >= 28.0, (name, scale)
-        # and close to EG3D's own crop (the ground truth): a few pixels of detector disagreement
-        assert psnr(aligned.crop, crop, mask) >= 19.0, (name, scale)
         crop_to_crop = aligned.matrix @ np.vstack([p, [0, 0, 1]])
         assert abs(crop_to_crop[0, 0] - 1.0) < 0.06, (name, scale)
         centre_shift = crop_to_crop[:, :2] @ [255.5, 255.5] + crop_to_crop[:, 2] - 255.5
         assert np.linalg.norm(centre_shift) < 10.0, (name, scale, centre_shift)
 
 
-def test_ground_truth_psnr_over_all_faces(read_rgb, photo_tracker):
-    """Averaged over the 8 faces and the pastes, the EG3D crop is recovered to >= 23 dB."""
+def test_production_calibration_is_the_fit_on_all_faces(crops):
+    """alignment.CALIBRATION is what canonical_build.fit_calibration gives on the 8 crops."""
+    assert fit_calibration([lm for _, lm in crops.values()]) == pytest.approx(CALIBRATION, abs=5e-4)
+
+
+def _realign_psnr(crops, pasted, names: list[str], calibration: float) -> np.ndarray:
+    """PSNR (face region) of the re-aligned crop against EG3D's crop, every face and paste."""
     values = []
-    for name in FACES:
-        crop = read_rgb(name)
-        mask = face_mask(photo_tracker.find_landmarks(crop), crop.shape[:2])
-        for scale, shift in PASTES[::2]:
-            canvas, _ = paste(crop, scale, shift)
-            values.append(psnr(align_face(canvas, photo_tracker.update(canvas).face).crop, crop, mask))
-    assert np.mean(values) >= 23.0, np.round(values, 1)
+    for name in names:
+        crop, own_lm = crops[name]
+        mask = face_mask(own_lm, crop.shape[:2])
+        for canvas, _, face in pasted[name]:
+            m = eg3d_matrix(face.five_points, canvas.shape[0], calibration=calibration)
+            values.append(psnr(warp(canvas, m, 512), crop, mask))
+    return np.array(values)
+
+
+# (fit faces, unseen faces, least median PSNR, least minimum PSNR) on the unseen faces
+CROSS_FITS = [(FACES[:4], FACES[4:], 23.5, 22.5), (FACES[4:], FACES[:4], 22.2, 20.6)]
+
+
+@pytest.mark.parametrize("fit_on,unseen,median_db,min_db", CROSS_FITS, ids=["fit1-4", "fit5-8"])
+def test_calibration_generalises_to_unseen_faces(crops, pasted, fit_on, unseen, median_db, min_db):
+    """The calibration fitted on four faces, measured on the other four: each crop pasted
+    into a 1280x720 frame at the five PASTES, re-aligned, PSNR over the face against EG3D's
+    crop.  Measured (mediapipe 0.10.21, 1-parameter calibration):
+    fit on 1-4 -> 5-8: median 24.5 dB, min 23.6 dB (scale 1.0260);
+    fit on 5-8 -> 1-4: median 23.2 dB, min 21.6 dB (scale 1.0142).
+    The bounds sit about 1 dB below.  For a sense of scale: a 1 px shift of a correct crop gives about
+    33 dB, 2 px 29 dB, 3 px 27 dB; what remains is per-face disagreement between mediapipe's
+    points and the detector EG3D's crops were made with."""
+    calibration = fit_calibration([crops[n][1] for n in fit_on])
+    values = _realign_psnr(crops, pasted, unseen, calibration)
+    summary = (round(float(np.median(values)), 2), round(float(values.min()), 2), round(calibration, 4))
+    assert np.median(values) >= median_db and values.min() >= min_db, summary

@@ -19,7 +19,9 @@ def test_align_writes_crop_and_label(testdata, tmp_path, capsys):
     label = np.array(info["camera_label"])
     assert label.shape == (25,)
     assert abs(np.linalg.norm(label[[3, 7, 11]]) - 2.7) < 1e-4
-    assert abs(info["pose_deg"]["yaw"]) < 30 and info["faces_found"] == 1
+    # the astronaut looks almost straight at the camera (measured yaw -1.0, pitch -0.7)
+    assert abs(info["pose_deg"]["yaw"]) < 5 and abs(info["pose_deg"]["pitch"]) < 5
+    assert info["faces_found"] == 1
 
 
 def test_align_errors_are_one_line(tmp_path, capsys):
