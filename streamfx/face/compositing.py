@@ -14,7 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .alignment import invert, transform_points
+from .alignment import transform_points
 from .types import AlignedFace, FaceError
 
 # Head ellipse in the 512 EG3D crop: centre (x, y) and semi-axes (x, y), in pixels.

@@ -38,16 +38,18 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     Order as in Deep3DFaceRecon / EG3D: image-left eye, image-right eye, nose,
     image-left mouth corner, image-right mouth corner.
     """
-    p = np.asarray(landmarks, dtype=np.float32)[:, :2]
-    return np.stack(
-        [
-            0.5 * (p[EYE_L_OUTER] + p[EYE_L_INNER]),
-            0.5 * (p[EYE_R_INNER] + p[EYE_R_OUTER]),
-            p[NOSE_TIP],
-            p[MOUTH_L],
-            p[MOUTH_R],
-        ]
-    )
+    return five_of(np.asarray(landmarks, dtype=np.float32)[:, :2])
+
+
+def five_of(points: np.ndarray) -> np.ndarray:
+    """The five layout points of (478, D) mesh points, in the same D dimensions."""
+    return np.stack([
+        0.5 * (points[EYE_L_OUTER] + points[EYE_L_INNER]),
+        0.5 * (points[EYE_R_INNER] + points[EYE_R_OUTER]),
+        points[NOSE_TIP],
+        points[MOUTH_L],
+        points[MOUTH_R],
+    ])
 
 
 def bbox(landmarks: np.ndarray) -> tuple[float, float, float, float]:

@@ -1,7 +1,7 @@
 """Head pose from 3D landmarks, and EG3D camera labels.
 
 Pose: a weighted similarity (Umeyama/Kabsch) fit of the canonical face
-(:mod:`canonical_data`) to the rigid mesh points, in camera axes x = image right,
+(``canonical_face.csv``) to the rigid mesh points, in camera axes x = image right,
 y = up, z = towards the viewer.  Angles follow :class:`~streamfx.face.types.HeadPose`:
 yaw > 0 = head turned to its own left, pitch > 0 = looking up, roll > 0 = tilted
 counter-clockwise in the image, with rotation = Rz(roll) @ Rx(-pitch) @ Ry(yaw).
@@ -38,15 +38,20 @@ PIVOT = np.array([0.0, 0.0, 0.2])
 FOCAL = 4.2647  # normalised focal length (18.837 degree field of view)
 FRONTAL = (math.pi / 2, math.pi / 2)
 
+CANONICAL_FILE = "canonical_face.csv"
 _FLIP = np.array([1.0, -1.0, -1.0])  # image axes (x right, y down, z away) <-> camera axes (y up, z towards)
 
 
 @lru_cache(maxsize=1)
 def canonical_face() -> np.ndarray:
-    """(478, 3) float64 canonical face in the head frame (five-point layout units)."""
-    from .canonical_data import POINTS
+    """(478, 3) float64 canonical face in the head frame (five-point layout units), from the
+    packaged ``canonical_face.csv`` (written by :mod:`.canonical_build`)."""
+    from importlib import resources
 
-    return np.asarray(POINTS, dtype=np.float64)
+    text = resources.files(__package__).joinpath(CANONICAL_FILE).read_text()
+    points = np.loadtxt(text.splitlines(), delimiter=",", comments="#", dtype=np.float64)
+    points.setflags(write=False)
+    return points
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ import numpy as np
 from .config import MeshEngineConfig
 from .fields import masked_blur, push_pull
 from .geometry import Grid
-from .masks import face_alpha, face_boxes, groups, upsample_to_box
+from .masks import face_region, groups, upsample_to_box
 from .raster import Raster, rasterize
 from .topology import SKIN, SKIRT_GROUP, RenderMesh, facing_cos, render_mesh, with_skirt
 
@@ -98,11 +98,10 @@ def transfer(roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, ref:
     coordinates in [0, 1] (interpolated from ``mesh.uv``).  The work is done on the grid
     rectangle around the face; only the RGB offset is upsampled to frame resolution.
     """
-    alpha_all = face_alpha(raster, mesh, grid, cfg.edge_feather, cfg.feature_keep_dilate) * float(strength)
-    boxes = face_boxes(alpha_all, grid)
-    if boxes is None:
+    region = face_region(raster, mesh, grid, cfg.edge_feather, cfg.feature_keep_dilate, strength)
+    if region is None:
         return roi
-    gbox, box = boxes
+    alpha_all, gbox, box = region
     gx0, gy0, gx1, gy1 = gbox
     alpha = alpha_all[gy0:gy1, gx0:gx1]
     # the caller on the grid rectangle only: area-average the ROI pixels under those grid cells

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import MeshEngineConfig
 from .geometry import Grid
-from .masks import face_alpha, face_boxes, upsample_to_box
+from .masks import face_region, upsample_to_box
 from .raster import Raster
 from .topology import RenderMesh
 
@@ -59,11 +59,10 @@ class Look:
     def apply(self, roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, strength: float,
               cfg: MeshEngineConfig, uv: np.ndarray | None = None) -> np.ndarray:
         """Filter the face in ``roi`` (h, w, 3) uint8 in place and return it."""
-        alpha = face_alpha(raster, mesh, grid, cfg.edge_feather, None) * float(strength)
-        boxes = face_boxes(alpha, grid)
-        if boxes is None:
+        region = face_region(raster, mesh, grid, cfg.edge_feather, None, strength)
+        if region is None:
             return roi
-        gbox, box = boxes
+        alpha, gbox, box = region
         x0, y0, x1, y1 = box
         sub = roi[y0:y1, x0:x1]
         face_frame_px = grid.face_px * grid.scale[0]
