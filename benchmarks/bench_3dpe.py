@@ -5,6 +5,7 @@ edit`` run) at least as fast as the fp32 reference path here, and what did it ch
 
 * ``fp32``: the reference PyTorch path (``torch-fp32``, the parity path);
 * ``bf16``: the fast path forced to bf16 in every stage (``torch-bf16``);
+* ``torch``: the PyTorch fast path in the probe's precision (what runs without OpenVINO);
 * ``auto``: what ``load_accelerated(model, "auto")`` picks: the backend and, per stage, the
   precision the capability probe measured fastest (printed with the probe's reason).
 
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import RESULTS, TESTDATA, machine, write_json
+from benchmarks.harness import result, stage_times
 
 PRESETS = ("full", "balanced", "fast", "fastest")
 
@@ -99,63 +101,56 @@ def stage_row(times: dict, flops: dict, peak: float) -> dict:
 
 
 def compare_precisions(reps: int = 1) -> dict:
-    """fp32 vs bf16 vs auto: encode and every preset's render, ms and ratio to fp32."""
+    """fp32 vs bf16 vs auto: encode and every preset's render (p50 ms, harness.stage_times) and
+    the ratio to fp32 measured in the same run."""
     from streamfx.models import testing, threedpe
     from streamfx.models.renderer import look_at_camera
     from streamfx.runtime.accelerated import load_accelerated, resolve_backend
     from streamfx.runtime.probe import MIN_SPEEDUP, probe
 
+    cpu = torch.device("cpu")
     caps = probe()
     model = threedpe.from_state(testing.formula_state_dicts())
     x = threedpe.prepare_input(read_rgb("faces/ffhq_1.png"))
-    tokens = model.reference_tokens(threedpe.prepare_reference(read_rgb("styles/style_1.png")))
+    ref224 = threedpe.prepare_reference(read_rgb("styles/style_1.png"))
     camera = look_at_camera(math.pi / 2 + 0.25, math.pi / 2 - 0.05)
     bf16_slow = min(caps.measured.speedup("matmul"), caps.measured.speedup("conv")) < MIN_SPEEDUP
     auto_backend = resolve_backend("auto")
     print(f"probe: {caps.plan.reason}")
     print(f"auto = {auto_backend}, stages: " + ", ".join(f"{s} {getattr(caps.plan, s)}"
                                                         for s in ("vit", "encoder", "decoder", "superres")))
-    rows: dict = {}
-    for label, backend in (("fp32", "torch-fp32"), ("bf16", "torch-bf16"), ("auto", "auto")):
-        acc = load_accelerated(model, backend, list(PRESETS))
-        only_light = label == "bf16" and bf16_slow
-        row: dict = {"backend": getattr(acc, "backend", backend), "precision": acc.describe()["stages"]}
-        if only_light:
-            planes = rows["fp32"]["_planes"]
+    rows: list[dict] = []
+    reference_planes = model.encode(x, model.reference_tokens(ref224))
+    for label, backend in (("fp32", "torch-fp32"), ("bf16", "torch-bf16"), ("torch", "torch"), ("auto", "auto")):
+        path = load_accelerated(model, backend, list(PRESETS))
+        row: dict = {"name": label, **path.describe()}
+        if label == "bf16" and bf16_slow:
             row["skipped"] = (f"bf16 measured {caps.measured.speedup('matmul'):.2f}x (matmul) and "
                               f"{caps.measured.speedup('conv'):.2f}x (conv) fp32 here; only the fastest render is timed")
+            row["stages_ms"] = stage_times(path, x, ref224, camera, ["fastest"], reps, cpu, planes=reference_planes)
         else:
-            planes = acc.encode(x, tokens)
-            row["encode_ms"] = round(best_time(lambda: acc.encode(x, tokens), reps, warmup=False) * 1e3, 1)
-        row["_planes"] = planes
-        row["render_ms"] = {}
-        for name in (("fastest",) if only_light else PRESETS):
-            row["render_ms"][name] = round(best_time(lambda: acc.render(planes, camera, name), reps) * 1e3, 1)
-        rows[label] = row
-        del acc
-    base = rows["fp32"]
-    for row in rows.values():
-        row.pop("_planes")
-        if "encode_ms" in row:
-            row["encode_x_fp32"] = round(base["encode_ms"] / row["encode_ms"], 2)
-        row["render_x_fp32"] = {k: round(base["render_ms"][k] / v, 2) for k, v in row["render_ms"].items()}
-    print(f"\n{'path':<6}{'backend':<12}{'encode ms':>10}{'x fp32':>8}" +
-          "".join(f"{p + ' ms':>14}{'x':>6}" for p in PRESETS))
-    for label, row in rows.items():
-        line = f"{label:<6}{row['backend']:<12}"
-        line += f"{row['encode_ms']:>10.0f}{row['encode_x_fp32']:>8.2f}" if "encode_ms" in row else f"{'-':>10}{'-':>8}"
-        for p in PRESETS:
-            if p in row["render_ms"]:
-                line += f"{row['render_ms'][p]:>14.1f}{row['render_x_fp32'][p]:>6.2f}"
+            row["stages_ms"] = stage_times(path, x, ref224, camera, list(PRESETS), reps, cpu)
+        rows.append(row)
+        del path
+    base = rows[0]["stages_ms"]
+    for row in rows:
+        row["x_fp32"] = {k: round(base[k]["p50"] / v["p50"], 2) for k, v in row["stages_ms"].items()}
+    stages = ["encode"] + [f"render_{p}" for p in PRESETS]
+    print(f"\n{'path':<6}{'backend':<12}" + "".join(f"{s:>17}{'x':>6}" for s in stages))
+    for row in rows:
+        line = f"{row['name']:<6}{row['backend']:<12}"
+        for stage in stages:
+            if stage in row["stages_ms"]:
+                line += f"{row['stages_ms'][stage]['p50']:>14.1f} ms{row['x_fp32'][stage]:>6.2f}"
             else:
-                line += f"{'-':>14}{'-':>6}"
+                line += f"{'-':>17}{'-':>6}"
         print(line)
         if "skipped" in row:
             print(f"      ({row['skipped']})")
-    return {"probe": {"measured": {"matmul": caps.measured.matmul, "conv": caps.measured.conv},
-                      "reason": caps.plan.reason, "cpu": caps.cpu.model, "flags": list(caps.cpu.flags),
-                      "torch_capability": caps.cpu.torch_capability},
-            "auto_backend": auto_backend, "paths": rows}
+    return result("bench_3dpe", cpu, rows, weights="formula (known-answer)", auto_backend=auto_backend,
+                  probe={"measured": {"matmul": caps.measured.matmul, "conv": caps.measured.conv},
+                         "reason": caps.plan.reason, "cpu": caps.cpu.model, "flags": list(caps.cpu.flags),
+                         "torch_capability": caps.cpu.torch_capability})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,9 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     comparison = compare_precisions(args.reps)
     if not args.detail:
-        data = {"benchmark": "3dpe", "machine": machine(), "weights": "formula (known-answer)",
-                "comparison": comparison, "seconds": round(time.perf_counter() - started, 1)}
-        print(f"wrote {write_json(args.out, data)} in {data['seconds']:.0f} s")
+        comparison["seconds"] = round(time.perf_counter() - started, 1)
+        print(f"wrote {write_json(args.out, comparison)} in {comparison['seconds']:.0f} s")
         return 0
     return detail(args, comparison)
 

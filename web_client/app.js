@@ -252,7 +252,7 @@ function percentile(values, p) {
 function renderStats() {
   const s = state.serverStats || {};
   const lines = [`state ${state.connection}   engine ${s.engine || "?"}` +
-      (s.backend ? `   ${s.backend} ${s.precision}` : ""),
+      (s.backend ? `   ${s.device || ""} ${s.backend} ${s.precision}` : ""),
     // the headline: frames the engine edited (3dpe renders them from the latest tri-planes)
     `edited ${s.renderer_fps ?? s.fps_out ?? "-"} fps` +
       (s.frames_passed !== undefined ? `  passed through ${s.frames_passed}` : "") +

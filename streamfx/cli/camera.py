@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "publish it to a virtual camera (--virtual), a window (--preview) and/or a file (--output).")
     parser.add_argument("--source", default="0", help="camera index (0, 1, ...) or a video file (default 0)")
     parser.add_argument("--virtual", action="store_true", help="publish to a virtual camera (pyvirtualcam)")
-    parser.add_argument("--device", default=None, help="virtual camera device, e.g. /dev/video10 (Linux)")
+    parser.add_argument("--virtual-device", default=None, metavar="PATH",
+                        help="virtual camera device, e.g. /dev/video10 (Linux); --device is the inference device")
     parser.add_argument("--preview", action="store_true", help="show the original and filtered video in a window")
     parser.add_argument("--output", default=None, metavar="FILE", help="also write the filtered video to FILE")
     parser.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N frames")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                                                                     os.environ.get("WAYLAND_DISPLAY")):
         raise CliError("--preview needs a display (DISPLAY is not set)")
     try:
-        if args.virtual and args.device is None:
+        if args.virtual and args.virtual_device is None:
             virtual_camera.check_available()  # before touching the camera: the likelier problem
         pipeline = pipeline_from_args(args)
     except MediaError as exc:
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int, float]:
     width, height = source.size
-    vcam = virtual_camera.VirtualCamera(width, height, source.fps, args.device) if args.virtual else None
+    vcam = virtual_camera.VirtualCamera(width, height, source.fps, args.virtual_device) if args.virtual else None
     writer = VideoWriter(args.output, width, height, source.fps) if args.output else None
     started = time.monotonic()
     frames = 0

@@ -12,14 +12,20 @@ from ..pipeline.options import EngineOptions
 from ..pipeline.processor import CallerPipeline
 from ..pipeline.prompts import ReferenceError, prompt_from_arg
 from ..pipeline.select import build_engine
-from ..runtime.names import BACKEND_CHOICES
+from ..runtime.names import BACKEND_CHOICES, DEVICE_HELP
 from . import CliError
 
 
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+
+
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    """--backend, --threads, --max-fps and --random-weights: how the engine runs."""
+    """--device, --backend, --threads, --max-fps and --random-weights: how the engine runs."""
+    add_device_arg(parser)
     parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
-                        help="3DPE execution path (auto: measured per machine; see streamfx doctor)")
+                        help="3DPE execution path (auto: torch-cuda on a GPU; on a CPU measured per machine, "
+                             "see streamfx doctor)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for inference (default: all cores); fewer leave room for the call app")
     parser.add_argument("--max-fps", type=float, default=None, metavar="F",
@@ -34,11 +40,34 @@ def engine_options_from_args(args: argparse.Namespace, **overrides) -> EngineOpt
         raise CliError("--threads must be at least 1")
     if getattr(args, "max_fps", None) is not None and args.max_fps <= 0:
         raise CliError("--max-fps must be positive")
+    device, backend = checked_device(args)
     try:
-        return EngineOptions(backend=getattr(args, "backend", "auto"), threads=getattr(args, "threads", None),
+        return EngineOptions(device=str(device), backend=backend, threads=getattr(args, "threads", None),
                              random_weights_seed=getattr(args, "random_weights", None), **overrides)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def checked_device(args: argparse.Namespace):
+    """(torch device, backend) that ``--device`` and ``--backend`` mean here, checked up front:
+    a missing GPU or a backend that cannot load is one line (exit 2), never a quiet CPU fallback."""
+    from ..runtime.accelerated import check_backend, resolve_backend
+    from ..runtime.base import BackendUnavailable
+    from ..runtime.devices import DeviceUnavailable, resolve_device
+
+    device = None
+    try:
+        device = resolve_device(getattr(args, "device", "auto"))
+        backend = resolve_backend(getattr(args, "backend", "auto"), device)
+        check_backend(backend, device)
+    except (DeviceUnavailable, BackendUnavailable) as exc:
+        on_gpu_by_default = device is not None and device.type == "cuda" and not device_was_explicit(args)
+        raise CliError(f"{exc}{' (pass --device cpu to run on the CPU)' if on_gpu_by_default else ''}") from None
+    return device, backend
+
+
+def device_was_explicit(args: argparse.Namespace) -> bool:
+    return getattr(args, "device", "auto") not in (None, "auto")
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:

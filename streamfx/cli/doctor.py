@@ -25,15 +25,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def gpu_report() -> dict:
-    """GPU, CUDA and TensorRT as torch and the installed packages see them."""
+    """GPU, CUDA and TensorRT as torch and the installed packages see them, and what each GPU
+    would run: torch-cuda at the precision a short matmul measures fastest there."""
     import torch
 
-    report: dict = {"torch_cuda": torch.version.cuda, "gpus": [], "tensorrt": None}
+    from ..runtime.devices import describe_device
+    from ..runtime.estimate import gpu_estimate
+
+    report: dict = {"torch_cuda": torch.version.cuda, "gpus": [], "tensorrt": None, "driver": None}
     if torch.cuda.is_available():
+        try:  # the driver's version, where the gpu extra (nvidia-ml-py) is installed
+            import pynvml
+
+            pynvml.nvmlInit()
+            report["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception:  # noqa: BLE001 - optional detail
+            pass
+        from ..runtime.contrib.torch_cuda import gpu_dtype, measure_tflops
+
         for i in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(i)
-            report["gpus"].append({"index": i, "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                                   "compute_capability": f"{props.major}.{props.minor}"})
+            device = torch.device(f"cuda:{i}")
+            dtype, reason = gpu_dtype(device)
+            report["gpus"].append({**describe_device(device), "backend": "torch-cuda",
+                                   "precision": "bf16" if dtype == torch.bfloat16 else "fp16", "reason": reason,
+                                   "expected": gpu_estimate(measure_tflops(device, dtype))})
     if importlib.util.find_spec("tensorrt") is not None:
         try:
             import tensorrt
@@ -55,8 +70,8 @@ def collect(args: argparse.Namespace) -> dict:
     cores_default = default_threads()
     threads = apply_threads(options.threads)
     caps = probe(refresh=args.refresh)
-    backend = resolve_backend(options.backend)
-    plan = plan_for(backend)
+    backend = resolve_backend(options.backend, options.device)
+    plan = plan_for(backend if options.device == "cpu" else "auto")  # the CPU's plan, shown either way
     weights = find_imported_weights()
     expected = estimate(caps, plan)
     fp32 = estimate(caps, plan_for("torch-fp32"))
@@ -66,7 +81,7 @@ def collect(args: argparse.Namespace) -> dict:
         "measured_gflops": {"matmul": caps.measured.matmul, "conv": caps.measured.conv,
                             "probe_seconds": caps.measured.seconds, "cached": caps.cached},
         "gpu": gpu_report(),
-        "runtime": {"backend": backend, "threads": threads, "default_threads": cores_default,
+        "runtime": {"device": options.device, "backend": backend, "threads": threads, "default_threads": cores_default,
                     "openvino": importlib.util.find_spec("openvino") is not None,
                     "stages": {s: getattr(plan, s) for s in STAGES}, "reason": plan.reason},
         "weights": {"imported": weights is not None, "path": str(weights) if weights else None},
@@ -122,10 +137,14 @@ def run(args: argparse.Namespace) -> int:
         f"flags      {' '.join(cpu['flags']) or '(none known)'}; bf16 instructions: {bf16_hw}",
         f"measured   matmul {_fmt_rate(m['matmul'])}; conv {_fmt_rate(m['conv'])}"
         + (" [cached]" if m["cached"] else f" [{m['probe_seconds']:.1f} s]"),
-        "GPU        " + (", ".join(f"{g['name']} {g['memory_gib']} GiB (sm {g['compute_capability']})"
-                                  for g in gpu["gpus"]) or "none visible to torch")
-        + f"; torch CUDA {gpu['torch_cuda'] or 'not built in (CPU build)'}; TensorRT {gpu['tensorrt'] or 'not installed'}",
-        f"runtime    backend {rt['backend']}, {rt['threads']} threads; "
+        "GPU        " + ("; ".join(f"{g['device']} {g['name']} {g['memory_gib']} GiB (sm {g['compute_capability']}): "
+                                  f"torch-cuda {g['precision']} ({g['reason']}), expected full frame "
+                                  f"{g['expected'].get('full_frame_ms', '?')} ms" for g in gpu["gpus"])
+                        or "none visible to torch")
+        + f"; torch CUDA {gpu['torch_cuda'] or 'not built in (CPU build)'}"
+        + (f", driver {gpu['driver']}" if gpu["driver"] else "")
+        + f"; TensorRT {gpu['tensorrt'] or 'not installed'}",
+        f"runtime    {rt['device']}: backend {rt['backend']}, {rt['threads']} CPU threads; CPU stages: "
         + ", ".join(f"{STAGE_NAMES[s]} {p}" for s, p in rt["stages"].items()),
         f"           why: {rt['reason']}",
         f"weights    {'imported: ' + data['weights']['path'] if data['weights']['imported'] else 'not imported'}",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..runtime.names import BACKEND_CHOICES
 from . import CliError
+from .common import add_device_arg, checked_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="torch", choices=BACKEND_CHOICES,
                    help="execution path (default torch: precision per stage measured on this machine)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    add_device_arg(p)
     p.add_argument("--random-weights", type=int, default=None, metavar="SEED", nargs="?", const=0,
                    help="random weights of the official shapes (demos, benchmarks)")
     p.set_defaults(func=run)
@@ -82,7 +84,15 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise CliError("--threads must be at least 1")
     apply_threads(args.threads)
-    model = load_accelerated(_model(args), "torch-fp32" if args.fp32 else args.backend, threads=args.threads)
+    if args.fp32:
+        args.backend = "torch-fp32"
+    elif args.backend == "torch" and args.device != "cpu":
+        args.backend = "torch-cuda" if args.device.startswith("cuda") or torch.cuda.is_available() else "torch"
+    device, backend = checked_device(args)
+    model = _model(args)
+    if backend == "torch-fp32":
+        model = model.to(device)
+    model = load_accelerated(model, backend, [args.preset], threads=args.threads, device=device)
     yaw = found.face.pose.yaw_deg if args.yaw is None else args.yaw
     pitch = found.face.pose.pitch_deg if args.pitch is None else args.pitch
     try:

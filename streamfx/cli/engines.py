@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import CliError
+from .common import add_device_arg
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--precision", default=None,
                        help="OpenVINO inference precision: bf16 (default) or f32")
     build.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch")
+    add_device_arg(build)
     build.add_argument("--engines-dir", type=Path, default=None, help="engine cache folder (default: engines/)")
     build.set_defaults(func=run_build)
 
@@ -86,9 +88,16 @@ def run_build(args: argparse.Namespace) -> int:
         if args.backend != "openvino":
             raise CliError("--precision applies to --backend openvino only")
         options["precision"] = args.precision
+    from ..runtime.devices import DeviceUnavailable, resolve_device
+
     try:
+        device = resolve_device(args.device)
+        if (args.backend == "tensorrt") != (device.type == "cuda"):
+            raise BackendUnavailable(f"--backend {args.backend} builds for "
+                                     f"{'an NVIDIA GPU (--device cuda)' if args.backend == 'tensorrt' else 'the CPU'}, "
+                                     f"not --device {device}")
         get_backend(args.backend, **options)  # fail fast, before loading weights
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, DeviceUnavailable) as exc:
         raise CliError(str(exc)) from None
     model = _load_model(args)
     cache = EngineCache(args.engines_dir) if args.engines_dir else EngineCache()

@@ -64,10 +64,18 @@ def runtime_line(options) -> str:
     from ..runtime.threads import apply_threads
 
     threads = apply_threads(options.threads)
-    backend = resolve_backend(options.backend)
+    backend = resolve_backend(options.backend, options.device)
+    if options.device != "cpu":
+        import torch
+
+        from ..runtime.devices import describe_device
+
+        gpu = describe_device(torch.device(options.device))
+        return (f"3dpe runtime: {backend} on {gpu['device']} ({gpu['name']}); precision measured at start; "
+                "CUDA graphs captured before the first call")
     plan = plan_for(backend)
     stages = ", ".join(f"{s} {getattr(plan, s)}" for s in ("vit", "encoder", "decoder", "superres"))
-    return f"3dpe runtime: {backend}, {threads} threads, {stages} ({plan.reason})"
+    return f"3dpe runtime: {backend} on the CPU, {threads} threads, {stages} ({plan.reason})"
 
 
 def run(args: argparse.Namespace) -> int:

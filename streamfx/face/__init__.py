@@ -13,24 +13,31 @@ facing the camera).  ``camera_label(theta, v)`` takes EG3D ``LookAtPoseSampler``
 (frontal = pi/2, pi/2); ``eg3d_angles(yaw_deg, pitch_deg)`` converts (theta = pi/2 - yaw).
 """
 
-from .alignment import align_face, eg3d_matrix, invert, transform_points, warp
-from .compositing import composite, crop_head_mask, frame_head_mask
-from .config import FaceConfig, OneEuroConfig
-from .landmarks import five_points
-from .one_euro import OneEuroFilter
-from .pose import (
-    camera_label,
-    degrees_from_eg3d,
-    eg3d_angles,
-    estimate_pose,
-    label_from_degrees,
-    label_to_angles,
-    label_to_degrees,
-    pose_from_angles,
-    pose_to_label,
-)
-from .tracking import FaceTracker
-from .types import AlignedFace, Face, FaceError, HeadPose, TrackResult
+from __future__ import annotations
+
+from importlib import import_module
+
+# Names are imported on first use, so that a light user (the GPU paste, benchmarks.gpu_check)
+# does not pull in mediapipe and OpenCV through this package.
+_WHERE = {
+    "align_face": "alignment", "eg3d_matrix": "alignment", "invert": "alignment",
+    "transform_points": "alignment", "warp": "alignment",
+    "composite": "compositing", "crop_head_mask": "compositing", "frame_head_mask": "compositing",
+    "FaceConfig": "config", "OneEuroConfig": "config", "five_points": "landmarks", "OneEuroFilter": "one_euro",
+    "camera_label": "pose", "degrees_from_eg3d": "pose", "eg3d_angles": "pose", "estimate_pose": "pose",
+    "label_from_degrees": "pose", "label_to_angles": "pose", "label_to_degrees": "pose",
+    "pose_from_angles": "pose", "pose_to_label": "pose", "FaceTracker": "tracking",
+    "AlignedFace": "types", "Face": "types", "FaceError": "types", "HeadPose": "types", "TrackResult": "types",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AlignedFace", "Face", "FaceConfig", "FaceError", "FaceTracker", "HeadPose", "OneEuroConfig",

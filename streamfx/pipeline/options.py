@@ -10,7 +10,9 @@ class EngineOptions:
     """Options every engine factory receives (engines ignore what does not apply to them).
 
     Attributes:
-        backend: 3DPE execution path (:data:`streamfx.runtime.accelerated.BACKEND_CHOICES`).
+        device: where inference runs, already resolved (``cpu``, ``cuda:0``, ``mps``;
+            see :func:`streamfx.runtime.devices.resolve_device`).
+        backend: 3DPE execution path (:data:`streamfx.runtime.names.BACKEND_CHOICES`).
         threads: CPU threads for inference (None: all cores). Fewer leave room for the
             video-call app running beside StreamFX.
         offline: file processing: every frame is processed in order and the output depends
@@ -20,6 +22,7 @@ class EngineOptions:
             benchmarks) instead of the imported ones.
     """
 
+    device: str = "cpu"
     backend: str = "auto"
     threads: int | None = None
     offline: bool = False

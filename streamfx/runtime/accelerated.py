@@ -51,7 +51,7 @@ from ..models.threedpe import (
 from .base import BackendUnavailable, Runner
 from .engine_cache import EngineCache
 from .graphs import RENDERER_PREFIX
-from .names import BACKEND_CHOICES, GRAPH_BACKENDS, TORCH_BACKENDS
+from .names import BACKEND_CHOICES, GPU_BACKENDS, GRAPH_BACKENDS, TORCH_BACKENDS
 from .probe import STAGES, PrecisionPlan, probe
 
 logger = log.get(__name__)
@@ -63,8 +63,24 @@ ALL_FP32 = PrecisionPlan(**{s: "fp32" for s in STAGES}, reason="the float32 refe
 ALL_BF16 = PrecisionPlan(**{s: "bf16" for s in STAGES}, reason="bf16 asked for (torch-bf16)")
 
 
-def resolve_backend(backend: str = "auto") -> str:
-    """``auto`` -> ``hybrid`` when OpenVINO is installed, else ``torch``; other names unchanged."""
+def resolve_backend(backend: str = "auto", device: torch.device | str = "cpu") -> str:
+    """The backend ``backend`` means on ``device``: ``auto`` is ``torch-cuda`` on a CUDA GPU,
+    ``torch-fp32`` on other GPUs, and on the CPU ``hybrid`` when OpenVINO is installed, else
+    ``torch``. A backend that cannot run on the device is a :class:`BackendUnavailable`."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if backend == "auto":
+            return "torch-cuda"
+        if backend not in GPU_BACKENDS:
+            raise BackendUnavailable(f"backend {backend} runs on the CPU; with a CUDA device choose "
+                                     f"{', '.join(GPU_BACKENDS)} (or pass --device cpu)")
+        return backend
+    if kind != "cpu":  # mps: the plain torch path only
+        if backend not in ("auto", "torch-fp32"):
+            raise BackendUnavailable(f"on {kind} only the torch-fp32 path runs (untested); got backend {backend}")
+        return "torch-fp32"
+    if backend in ("torch-cuda", "tensorrt"):
+        raise BackendUnavailable(f"backend {backend} needs an NVIDIA GPU: pass --device cuda")
     if backend != "auto":
         return backend
     try:
@@ -72,6 +88,28 @@ def resolve_backend(backend: str = "auto") -> str:
     except ImportError:
         return "torch"
     return DEFAULT_CPU_BACKEND
+
+
+def check_backend(backend: str, device: torch.device | str) -> None:
+    """Cheap start-up check that ``backend`` can load on ``device`` (no model is built):
+    :class:`BackendUnavailable` with one line if not."""
+    device = torch.device(device)
+    if backend == "torch-cuda":
+        try:
+            torch.zeros(1, device=device).add_(1)
+            from importlib import import_module
+
+            import_module("streamfx.runtime.contrib.torch_cuda")
+        except Exception as exc:  # noqa: BLE001 - a broken driver or install is one line too
+            raise BackendUnavailable(f"torch-cuda cannot run on {device}: {str(exc).splitlines()[0]}") from None
+    elif backend in GRAPH_BACKENDS:
+        from .base import get_backend
+
+        get_backend(backend)  # raises with the reason (package or hardware missing)
+    elif backend == "hybrid":
+        from .base import get_backend
+
+        get_backend("openvino")
 
 
 def plan_for(backend: str) -> PrecisionPlan:
@@ -260,7 +298,7 @@ class HybridAccelerated(_Accelerated):
 
 def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str, ...] | list[str] = (),
                      *, cache: EngineCache | None = None, verify: bool = False, threads: int | None = None,
-                     **backend_options):
+                     device: torch.device | str = "cpu", **backend_options):
     """Wrap ``model`` for fast inference on ``backend`` (see the module docstring).
 
     Args:
@@ -270,6 +308,8 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
         cache: engine cache (``engines/``) for graph backends.
         verify: check each built graph against PyTorch before use.
         threads: CPU threads for OpenVINO (torch's are set by :func:`~.threads.apply_threads`).
+        device: where inference runs (see :func:`resolve_backend`); ``torch-cuda`` copies the
+            weights there, ``torch-fp32`` expects the model there already.
         backend_options: passed to the runtime backend (e.g. ``precision="f32"`` for OpenVINO).
 
     Raises:
@@ -277,7 +317,12 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
     """
     for p in presets:
         get_preset(p)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, device)
+    if backend == "torch-cuda":
+        from importlib import import_module
+
+        module = import_module("streamfx.runtime.contrib.torch_cuda")  # by name: the core never imports contrib
+        return module.TorchCudaAccelerated(model, device, tuple(presets), **backend_options)
     if threads is not None and backend in ("openvino", "hybrid"):
         backend_options.setdefault("threads", threads)
     if backend in TORCH_BACKENDS:

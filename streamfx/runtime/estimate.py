@@ -60,3 +60,19 @@ def estimate(caps: Capabilities, plan=None) -> StageEstimate:
         volume = seconds(f["sample"] + f["decoder"], "volume", "matmul", plan.decoder)
         render[name] = (volume + seconds(f["superres"], "superres", "conv", plan.superres)) * 1000.0
     return StageEstimate(encode_ms=encode * 1000.0, render_ms=render, reference_ms=reference * 1000.0)
+
+
+#: fraction of the measured half-precision matmul rate that 3DPE's convolutions reach on a GPU
+#: (an assumption until measured: typical of cuDNN on batch-1 convolutions of this size)
+GPU_EFFICIENCY = 0.35
+
+
+def gpu_estimate(tflops: float) -> dict:
+    """Expected encode and full-quality render on a GPU whose half-precision matmul measured
+    ``tflops``: FLOPs per stage at :data:`GPU_EFFICIENCY` of that rate; volume rendering is
+    memory-bound and counted as 2 ms."""
+    rate = tflops * GPU_EFFICIENCY * 1e12
+    encode = ENCODER_FLOPS / rate * 1e3
+    render = render_flops("full")["superres"] / rate * 1e3 + 2.0
+    return {"encode_ms": round(encode, 1), "render_full_ms": round(render, 1),
+            "full_frame_ms": round(encode + render, 1), "assumed_efficiency": GPU_EFFICIENCY}

@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 from streamfx.face import FaceTracker, align_face
-from streamfx.face.compositing import HEAD_AXES, HEAD_CENTRE, frame_head_mask
+from streamfx.face.compositing import frame_head_mask
+from streamfx.face.paste_geometry import HEAD_AXES, HEAD_CENTRE
 from streamfx.face.mesh import face_oval
 from streamfx.pipeline.controls import Controls, PoseMode
 from streamfx.pipeline.engine import PromptError

@@ -15,9 +15,9 @@ from .smoothing import SmoothingConfig
 class ThreeDPEConfig:
     weights: Path | None = None          # None: the imported weights (streamfx weights import)
     random_weights_seed: int | None = None  # random weights of the official shapes (demos, benchmarks, tests)
-    device: str = "cpu"
-    # streamfx.runtime.accelerated: auto (hybrid with OpenVINO, else torch, precision per stage
-    # from the capability probe), torch, torch-bf16, torch-fp32 (the parity path), onnxruntime,
+    device: str = "cpu"                  # resolved: cpu, cuda:N, mps (streamfx.runtime.devices)
+    # streamfx.runtime.accelerated: auto (torch-cuda on a GPU; on the CPU hybrid with OpenVINO, else
+    # torch, precision per stage from the capability probe), torch, torch-bf16, torch-fp32 (the parity path), onnxruntime,
     # openvino, tensorrt, hybrid
     backend: str = "auto"
     threads: int | None = None           # inference threads (None: all cores)
@@ -37,7 +37,7 @@ class ThreeDPEConfig:
 
     @classmethod
     def from_options(cls, options: EngineOptions) -> "ThreeDPEConfig":
-        return cls(backend=options.backend, threads=options.threads, offline=options.offline,
+        return cls(device=options.device, backend=options.backend, threads=options.threads, offline=options.offline,
                    keyframe_every=options.keyframe_every, random_weights_seed=options.random_weights_seed)
 
     @property

@@ -16,6 +16,7 @@ look gradually rather than cross-fading two renders.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 
@@ -25,7 +26,7 @@ import torch
 from .... import log
 from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
-from ....runtime.accelerated import load_accelerated
+from ....runtime.accelerated import load_accelerated, resolve_backend
 from ....runtime.threads import apply_threads
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
@@ -33,10 +34,18 @@ from ...styles import StyleLibrary, match_name
 from ...timing import StageTimer
 from .config import ThreeDPEConfig
 from .encoder_worker import EncoderWorker
+from .gpu import GpuFrames
 from .quality import AdaptiveQuality
 from .smoothing import TriplaneSmoother
 
 logger = log.get(__name__)
+
+
+def _progress_line(message: str) -> None:
+    """Start-up progress: a line on a terminal, a log record otherwise."""
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+    logger.info(message)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -53,16 +62,22 @@ class ThreeDPEEngine(Engine):
         self.config = config
         self.styles = StyleLibrary(config.styles_dir)
         apply_threads(config.threads)
+        self.device = torch.device(config.device)
+        backend = resolve_backend(config.backend, self.device)
+        weights_device = self.device if backend == "torch-fp32" else "cpu"  # the others copy what they need
         if model is None:
             if config.random_weights_seed is not None:
                 from ....models.random_weights import random_state_dicts
 
-                model = threedpe.from_state(random_state_dicts(config.random_weights_seed), device=config.device)
+                model = threedpe.from_state(random_state_dicts(config.random_weights_seed), device=weights_device)
             else:
-                model = threedpe.load(config.weights, device=config.device)
-        self.model = load_accelerated(model, config.backend, threads=config.threads)
-        self.backend = getattr(self.model, "backend", config.backend)
-        self.runtime = self.model.describe()
+                model = threedpe.load(config.weights, device=weights_device)
+        self.model = load_accelerated(model, backend, config.presets_best_first, threads=config.threads,
+                                      device=self.device)
+        if hasattr(self.model, "capture"):  # CUDA graphs, once, before any call starts
+            self.model.capture(_progress_line)
+        self.backend = getattr(self.model, "backend", backend)
+        self.runtime = {**self.model.describe(), "device": str(self.device)}
 
     def presets(self) -> list[str]:
         return self.styles.names()
@@ -71,7 +86,7 @@ class ThreeDPEEngine(Engine):
         return ["auto", *self.config.presets_best_first]
 
     def info(self) -> dict:
-        return {**super().info(), "backend": self.backend, "device": self.config.device,
+        return {**super().info(), "backend": self.backend, "device": str(self.device),
                 "precision": self.runtime["precision"], "precision_stages": self.runtime["stages"]}
 
     def tokens_for(self, prompt: Prompt) -> torch.Tensor:
@@ -101,8 +116,11 @@ class ThreeDPESession(EngineSession):
         self.passed = 0               # frames passed through unedited (no face, or no tri-planes yet)
         self._render_times: deque[float] = deque(maxlen=30)
         self._planes_from = -1
-        self._planes: torch.Tensor | None = None  # offline: the latest keyframe's smoothed planes
+        self._planes: torch.Tensor | None = None  # offline and GPU: the latest keyframe's smoothed planes
         self.worker = EncoderWorker(self._encode_smoothed) if cfg.keyframe_worker else None
+        self.gpu = GpuFrames(engine.device) if engine.device.type == "cuda" else None
+        self._crop_t: torch.Tensor | None = None   # GPU: this frame's crop on the device (uint8)
+        self._x_t: torch.Tensor | None = None      # GPU: the same as the encoder's input
 
     # -- prompts ------------------------------------------------------------------------
     def set_prompt(self, prompt: Prompt | None) -> None:
@@ -134,7 +152,11 @@ class ThreeDPESession(EngineSession):
         return torch.lerp(self._own_tokens, self._tokens, strength)
 
     def _encode_smoothed(self, crop: np.ndarray, epoch: int) -> torch.Tensor:
-        planes = self.engine.model.encode(threedpe.prepare_input(crop), self._tokens_for(crop)).float()
+        if self.gpu is not None and self._x_t is not None:  # this frame's crop, uploaded once (pinned)
+            x = self._x_t
+        else:
+            x = threedpe.prepare_input(crop)
+        planes = self.engine.model.encode(x, self._tokens_for(crop)).float()
         if epoch != self._smoothed_epoch:
             self.smoother.reset()
             self._smoothed_epoch = epoch
@@ -163,6 +185,12 @@ class ThreeDPESession(EngineSession):
 
     # -- per frame ----------------------------------------------------------------------
     def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
+        if self.gpu is None:
+            return self._process(frame, controls, timer)
+        with torch.cuda.stream(self.gpu.stream):  # all of this caller's GPU work, in order
+            return self._process(frame, controls, timer)
+
+    def _process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
         start = time.perf_counter()
         self.frame_index += 1
         self._set_strength(controls.strength)
@@ -177,6 +205,8 @@ class ThreeDPESession(EngineSession):
             return frame
         with timer.stage("align"):
             aligned = align_face(frame, result.face)
+        if self.gpu is not None:
+            self._crop_t, self._x_t = self.gpu.model_input(aligned.crop)
         planes = self._keyframe(aligned.crop, timer)
         if planes is None:
             self.passed += 1
@@ -193,9 +223,11 @@ class ThreeDPESession(EngineSession):
         camera = torch.from_numpy(label_from_degrees(yaw, pitch)).float()[None]
         with timer.stage("render"):
             image = self.engine.model.render(planes, camera, self.quality.current)["image"]
-        rendered = to_uint8(image)
         with timer.stage("composite"):
-            out = composite(frame, rendered, aligned)
+            if self.gpu is not None and self._crop_t is not None:
+                out = self.gpu.paste(frame, image, self._crop_t, aligned)
+            else:
+                out = composite(frame, to_uint8(image), aligned)
         self.edited += 1
         self._render_times.append(time.monotonic())
         if not cfg.offline:
@@ -207,6 +239,7 @@ class ThreeDPESession(EngineSession):
         render_fps = (len(times) - 1) / max(times[-1] - times[0], 1e-6) if len(times) > 1 else 0.0
         return {
             "face": self.status,
+            "device": self.engine.runtime["device"],
             "backend": self.engine.runtime["backend"],
             "precision": self.engine.runtime["precision"],
             "preset": self.quality.current,

@@ -1,0 +1,88 @@
+"""The torch-cuda backend: its code on the CPU (float32, eager) matches the reference; on a GPU
+(marked ``gpu``, skipped without one) its half-precision outputs and CUDA graphs are checked."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from streamfx.models import random_weights, threedpe
+from streamfx.models.renderer import look_at_camera
+from streamfx.runtime.contrib.torch_cuda import CapturedCall, TorchCudaAccelerated
+
+GPU = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return threedpe.from_state(random_weights.random_state_dicts(seed=5))
+
+
+def _psnr(got, expected) -> float:
+    peak = float(expected.max() - expected.min())
+    return 10 * math.log10(peak**2 / max(float(((got.float().cpu() - expected.float().cpu()) ** 2).mean()), 1e-20))
+
+
+def test_on_the_cpu_it_is_the_reference_in_float32(model):
+    path = TorchCudaAccelerated(model, "cpu", ("fastest",))
+    assert path.capture(lambda message: None) == {"encoder": False, "renderer-fastest": False}
+    assert path.describe()["precision"] == "fp32" and path.describe()["device"] == "cpu"
+    x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    ref224 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    tokens = model.reference_tokens(ref224)
+    assert (path.reference_tokens(ref224) - tokens).abs().max() < 1e-5
+    planes = path.encode(x, tokens)
+    expected = model.encode(x, tokens)
+    assert (planes - expected).abs().max() < 1e-4
+    camera = look_at_camera(math.pi / 2 + 0.2, math.pi / 2)
+    for preset in ("fastest", "fast"):
+        assert (path.render(expected, camera, preset)["image"] - model.render(expected, camera, preset)["image"]).abs().max() < 1e-5
+
+
+def test_captured_call_is_plain_eager_off_the_gpu():
+    calls = []
+    graph = CapturedCall(lambda t: calls.append(1) or t * 2, torch.ones(3), name="double")
+    assert not graph.captured and calls == [] and torch.equal(graph(torch.ones(3)), torch.full((3,), 2.0))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="torch-cuda GPU checks skipped: no CUDA GPU visible to torch")
+def test_gpu_half_precision_parity_and_graphs(model):
+    """Thresholds chosen from measurement on a GPU (README, GPU section)."""
+    path = TorchCudaAccelerated(model, "cuda", ("full", "fastest"))
+    captured = path.capture(lambda message: None)
+    assert all(captured.values()), captured
+    x = (torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    ref224 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    tokens = model.reference_tokens(ref224)
+    planes_ref = model.encode(x, tokens)
+    assert _psnr(path.reference_tokens(ref224), tokens) > 40
+    planes = path.encode(x, tokens)
+    assert _psnr(planes, planes_ref) > 35
+    again = path.encode(x, tokens)
+    assert torch.equal(planes, again) and planes.data_ptr() != again.data_ptr(), "replays return fresh outputs"
+    camera = look_at_camera(math.pi / 2 + 0.2, math.pi / 2)
+    for preset in ("full", "fastest"):
+        got = path.render(planes_ref.cuda(), camera.cuda(), preset)["image"]
+        assert _psnr(got, model.render(planes_ref, camera, preset)["image"]) > 40, preset
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="GPU session checks skipped: no CUDA GPU visible to torch")
+def test_gpu_session_pastes_on_the_device_like_the_cpu(model):
+    import numpy as np
+
+    from streamfx.face.tensor_compositing import composite_region
+    from streamfx.pipeline.engines.threedpe.gpu import GpuFrames
+
+    frames = GpuFrames(torch.device("cuda"))
+    crop = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    with torch.cuda.stream(frames.stream):
+        crop_t, x = frames.model_input(crop)
+        again, _ = frames.model_input(crop[::-1].copy())
+        torch.cuda.current_stream().synchronize()
+    assert np.array_equal(crop_t.cpu().numpy(), crop) and np.array_equal(again.cpu().numpy(), crop[::-1])
+    assert x.shape == (1, 3, 512, 512) and float(x.min()) >= -1 and float(x.max()) <= 1
+    assert callable(composite_region)
