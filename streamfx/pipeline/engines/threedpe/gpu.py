@@ -22,6 +22,7 @@ class PinnedUploader:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self._cuda = device.type == "cuda"  # elsewhere (tests on the CPU): plain buffers, nothing in flight
         self._buffers: list[torch.Tensor | None] = [None, None]
         self._done: list[torch.cuda.Event | None] = [None, None]
         self._turn = 0
@@ -35,9 +36,12 @@ class PinnedUploader:
             self._done[turn].synchronize()  # the copy that last read this buffer has finished
         buffer = self._buffers[turn]
         if buffer is None or buffer.numel() < array.size:
-            buffer = self._buffers[turn] = torch.empty(array.size, dtype=torch.uint8).pin_memory()
+            buffer = torch.empty(array.size, dtype=torch.uint8)
+            self._buffers[turn] = buffer = buffer.pin_memory() if self._cuda else buffer
         host = buffer[:array.size].view(array.shape)
         host.numpy()[...] = array
+        if not self._cuda:
+            return host.clone()  # the buffer is reused: hand out a copy, as a device copy would be
         on_device = host.to(self.device, non_blocking=True)
         self._done[turn] = torch.cuda.Event()
         self._done[turn].record()
@@ -45,11 +49,12 @@ class PinnedUploader:
 
 
 class GpuFrames:
-    """The stream and transfers of one session on ``device`` (a CUDA device)."""
+    """The stream and transfers of one session on ``device`` (a CUDA device; on the CPU the
+    same code runs without a stream, which is how the tests check it)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.stream = torch.cuda.Stream(device=device)
+        self.stream = torch.cuda.Stream(device=device) if device.type == "cuda" else None
         self.upload = PinnedUploader(device)
 
     def model_input(self, crop: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
