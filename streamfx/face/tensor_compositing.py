@@ -11,6 +11,8 @@ it matches the OpenCV version within a few grey levels (tests/face/test_tensor_c
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -60,11 +62,18 @@ def _warp(image: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], paddin
     src_h, src_w = image.shape[-2:]
     # grid_sample (align_corners=False) reads normalised x = (2 u + 1) / W - 1 for source pixel u
     to_norm = np.array([[2.0 / src_w, 0.0, 1.0 / src_w - 1.0], [0.0, 2.0 / src_h, 1.0 / src_h - 1.0]])
-    theta = to_norm @ np.vstack([inverse, [0.0, 0.0, 1.0]])
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    pixels = torch.stack((xs, ys, torch.ones_like(xs)), dim=-1)  # (h, w, 3)
-    grid = (pixels @ torch.from_numpy(theta).T).to(torch.float32).to(image.device)
-    return F.grid_sample(image, grid.unsqueeze(0), mode="bilinear", padding_mode=padding, align_corners=False)
+    # affine_grid's output coordinates are normalised too: ROI pixel x = ((x_n + 1) w - 1) / 2
+    from_norm = np.array([[w / 2.0, 0.0, (w - 1) / 2.0], [0.0, h / 2.0, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+    theta = torch.tensor(to_norm @ np.vstack([inverse, [0.0, 0.0, 1.0]]) @ from_norm, dtype=torch.float32)
+    # the grid is built where the image is: nothing but the 2x3 matrix crosses to the device
+    grid = F.affine_grid(theta.to(image.device)[None], [1, 1, h, w], align_corners=False)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+@lru_cache(maxsize=8)
+def _mask_on(device: torch.device, size: int, feather: float) -> torch.Tensor:
+    """The head mask (1, 1, S, S) on ``device``, uploaded once per device and size."""
+    return torch.from_numpy(np.array(crop_head_mask(size, feather))).to(device)[None, None]
 
 
 def composite_region(frame_region: torch.Tensor, rendered: torch.Tensor, crop: torch.Tensor, aligned: AlignedFace,
@@ -82,7 +91,7 @@ def composite_region(frame_region: torch.Tensor, rendered: torch.Tensor, crop: t
     """
     device, s = rendered.device, rendered.shape[-1]
     image = ((rendered.float().clamp(-1, 1) + 1) * 127.5).round()
-    mask = torch.from_numpy(np.array(crop_head_mask(s, feather))).to(device)[None, None]
+    mask = _mask_on(device, s, float(feather))
     if color_match:
         original = crop.permute(2, 0, 1)[None].float()
         if original.shape[-1] != s:
