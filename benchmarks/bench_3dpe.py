@@ -105,7 +105,8 @@ def compare_precisions(reps: int = 1) -> dict:
     the ratio to fp32 measured in the same run."""
     from streamfx.models import testing, threedpe
     from streamfx.models.renderer import look_at_camera
-    from streamfx.runtime.accelerated import load_accelerated, resolve_backend
+    from streamfx.runtime.accelerated import load_accelerated
+    from streamfx.runtime.selection import resolve_backend
     from streamfx.runtime.probe import MIN_SPEEDUP, probe
 
     cpu = torch.device("cpu")

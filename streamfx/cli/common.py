@@ -51,7 +51,7 @@ def engine_options_from_args(args: argparse.Namespace, **overrides) -> EngineOpt
 def checked_device(args: argparse.Namespace):
     """(torch device, backend) that ``--device`` and ``--backend`` mean here, checked up front:
     a missing GPU or a backend that cannot load is one line (exit 2), never a quiet CPU fallback."""
-    from ..runtime.accelerated import check_backend, resolve_backend
+    from ..runtime.selection import check_backend, resolve_backend
     from ..runtime.base import BackendUnavailable
     from ..runtime.devices import DeviceUnavailable, resolve_device
 

@@ -61,7 +61,7 @@ def gpu_report() -> dict:
 
 def collect(args: argparse.Namespace) -> dict:
     from ..models.checkpoint import find_imported_weights
-    from ..runtime.accelerated import plan_for, resolve_backend
+    from ..runtime.selection import plan_for, resolve_backend
     from ..runtime.estimate import estimate
     from ..runtime.probe import STAGES, probe
     from ..runtime.threads import apply_threads, default_threads

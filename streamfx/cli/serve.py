@@ -60,7 +60,7 @@ def _chosen_engine(requested: str, options) -> str:
 
 def runtime_line(options) -> str:
     """One line: how 3DPE will run here and why (the capability probe's choice)."""
-    from ..runtime.accelerated import plan_for, resolve_backend
+    from ..runtime.selection import plan_for, resolve_backend
     from ..runtime.threads import apply_threads
 
     threads = apply_threads(options.threads)

@@ -51,75 +51,11 @@ from ..models.threedpe import (
 from .base import BackendUnavailable, Runner
 from .engine_cache import EngineCache
 from .graphs import RENDERER_PREFIX
-from .names import BACKEND_CHOICES, GPU_BACKENDS, GRAPH_BACKENDS, TORCH_BACKENDS
+from .names import BACKEND_CHOICES, GRAPH_BACKENDS, TORCH_BACKENDS
 from .probe import STAGES, PrecisionPlan, probe
+from .selection import ALL_BF16, ALL_FP32, plan_for, resolve_backend
 
 logger = log.get(__name__)
-
-#: chosen by benchmarks/bench_3dpe.py on the 2-core AVX-512 (no AMX) development machine:
-#: hybrid encodes in ~1.1 s (torch-bf16 ~1.5 s) and renders the live presets fastest
-DEFAULT_CPU_BACKEND = "hybrid"
-ALL_FP32 = PrecisionPlan(**{s: "fp32" for s in STAGES}, reason="the float32 reference path")
-ALL_BF16 = PrecisionPlan(**{s: "bf16" for s in STAGES}, reason="bf16 asked for (torch-bf16)")
-
-
-def resolve_backend(backend: str = "auto", device: torch.device | str = "cpu") -> str:
-    """The backend ``backend`` means on ``device``: ``auto`` is ``torch-cuda`` on a CUDA GPU,
-    ``torch-fp32`` on other GPUs, and on the CPU ``hybrid`` when OpenVINO is installed, else
-    ``torch``. A backend that cannot run on the device is a :class:`BackendUnavailable`."""
-    kind = torch.device(device).type
-    if kind == "cuda":
-        if backend == "auto":
-            return "torch-cuda"
-        if backend not in GPU_BACKENDS:
-            raise BackendUnavailable(f"backend {backend} runs on the CPU; with a CUDA device choose "
-                                     f"{', '.join(GPU_BACKENDS)} (or pass --device cpu)")
-        return backend
-    if kind != "cpu":  # mps: the plain torch path only
-        if backend not in ("auto", "torch-fp32"):
-            raise BackendUnavailable(f"on {kind} only the torch-fp32 path runs (untested); got backend {backend}")
-        return "torch-fp32"
-    if backend in ("torch-cuda", "tensorrt"):
-        raise BackendUnavailable(f"backend {backend} needs an NVIDIA GPU: pass --device cuda")
-    if backend != "auto":
-        return backend
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return "torch"
-    return DEFAULT_CPU_BACKEND
-
-
-def check_backend(backend: str, device: torch.device | str) -> None:
-    """Cheap start-up check that ``backend`` can load on ``device`` (no model is built):
-    :class:`BackendUnavailable` with one line if not."""
-    device = torch.device(device)
-    if backend == "torch-cuda":
-        try:
-            torch.zeros(1, device=device).add_(1)
-            from importlib import import_module
-
-            import_module("streamfx.runtime.contrib.torch_cuda")
-        except Exception as exc:  # noqa: BLE001 - a broken driver or install is one line too
-            raise BackendUnavailable(f"torch-cuda cannot run on {device}: {str(exc).splitlines()[0]}") from None
-    elif backend in GRAPH_BACKENDS:
-        from .base import get_backend
-
-        get_backend(backend)  # raises with the reason (package or hardware missing)
-    elif backend == "hybrid":
-        from .base import get_backend
-
-        get_backend("openvino")
-
-
-def plan_for(backend: str) -> PrecisionPlan:
-    """The precision of each stage on ``backend`` (the probe's plan where it decides)."""
-    if backend in ("torch-fp32", "onnxruntime"):
-        return ALL_FP32
-    if backend == "torch-bf16":
-        return ALL_BF16
-    return probe().plan
-
 
 class _Accelerated:
     """Shared input checks, prompt-token cache and ``prompt_tokens`` of every backend."""

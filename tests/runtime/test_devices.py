@@ -11,7 +11,7 @@ import torch
 
 from streamfx.cli import CliError
 from streamfx.cli.common import checked_device
-from streamfx.runtime.accelerated import resolve_backend
+from streamfx.runtime.selection import resolve_backend
 from streamfx.runtime.base import BackendUnavailable
 from streamfx.runtime.devices import DeviceUnavailable, resolve_device
 
@@ -56,10 +56,10 @@ def test_a_gpu_whose_backend_fails_stops_the_start_instead_of_falling_back(monke
     def broken(backend, device):
         raise BackendUnavailable(f"{backend} cannot run on {device}: driver too old")
 
-    monkeypatch.setattr("streamfx.runtime.accelerated.check_backend", broken)
+    monkeypatch.setattr("streamfx.runtime.selection.check_backend", broken)
     with pytest.raises(CliError, match=r"torch-cuda cannot run on cuda:0: driver too old \(pass --device cpu"):
         checked_device(argparse.Namespace(device="auto", backend="auto"))
-    monkeypatch.setattr("streamfx.runtime.accelerated.check_backend", lambda backend, device: None)
+    monkeypatch.setattr("streamfx.runtime.selection.check_backend", lambda backend, device: None)
     device, backend = checked_device(argparse.Namespace(device="cpu", backend="auto"))
     assert device.type == "cpu" and backend in ("hybrid", "torch")
 

@@ -26,7 +26,8 @@ import torch
 from .... import log
 from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
-from ....runtime.accelerated import load_accelerated, resolve_backend
+from ....runtime.accelerated import load_accelerated
+from ....runtime.selection import resolve_backend
 from ....runtime.threads import apply_threads
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
