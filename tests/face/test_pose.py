@@ -10,7 +10,6 @@ whole chain), see ``head_render``.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -40,12 +39,8 @@ MIDLINE = [0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 94, 1
            199, 200]
 
 
-def test_known_answer_camera(testdata):
-    path = testdata.parent / "reference" / "3dpe_known_answer.pt"
-    if not path.is_file():
-        if os.environ.get("CI"):
-            raise RuntimeError(f"reference fixture not found at {path}; CI must provide ../shared")
-        pytest.skip(f"reference fixture missing: {path}")
+def test_known_answer_camera(testdata, shared_file):
+    path = shared_file(testdata.parent / "reference" / "3dpe_known_answer.pt")
     cam = torch.load(path, weights_only=True)["camera"].numpy().reshape(-1)
     ours = camera_label(math.pi / 2 + 0.3, math.pi / 2 + 0.1, focal=focal_from_fov(18.837))
     np.testing.assert_allclose(ours, cam, atol=2e-6)

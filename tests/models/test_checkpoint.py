@@ -27,9 +27,8 @@ def _tsv_rows() -> list[tuple[str, str, tuple[int, ...], str]]:
     return rows
 
 
-def test_packaged_spec_matches_reference_table():
-    if not KEYS_TSV.is_file():
-        pytest.skip(f"reference table missing: {KEYS_TSV}")
+def test_packaged_spec_matches_reference_table(shared_file):
+    shared_file(KEYS_TSV)
     assert list(CHECKPOINT_SPEC) == _tsv_rows()
 
 
