@@ -61,9 +61,9 @@ def _chosen_engine(requested: str, options) -> str:
 def runtime_line(options) -> str:
     """One line: how 3DPE will run here and why (the capability probe's choice)."""
     from ..runtime.selection import plan_for, resolve_backend
-    from ..runtime.threads import apply_threads
+    from ..runtime.threads import default_threads
 
-    threads = apply_threads(options.threads)
+    threads = options.threads or default_threads()  # applied when the engine is built
     backend = resolve_backend(options.backend, options.device)
     if options.device != "cpu":
         import torch

@@ -6,6 +6,7 @@ from .. import log
 from . import engine as registry
 from . import engines as _builtin  # noqa: F401  (registers the built-in engines)
 from .engine import Engine
+from ..runtime.threads import apply_threads
 from .options import EngineOptions
 
 logger = log.get(__name__)
@@ -26,6 +27,9 @@ def resolve(name: str, options: EngineOptions = EngineOptions()) -> str:
 
 
 def build_engine(name: str = "auto", options: EngineOptions = EngineOptions()) -> Engine:
+    """The engine ``name`` resolves to, built with ``options``; ``--threads`` applies to the
+    whole process (torch and OpenCV), whichever engine runs."""
+    apply_threads(options.threads)
     chosen = resolve(name, options)
     logger.info("engine selected", extra={"requested": name, "engine": chosen})
     return registry.create(chosen, options)

@@ -72,3 +72,31 @@ def test_cli_without_a_gpu_exits_2_with_one_line(argv):
     assert out.returncode == 2, out
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert "GPU" in out.stderr or "cuda" in out.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["process", "in.mp4", "-o", "out.mp4", "--threads", "0"], "--threads must be at least 1"),
+    (["process", "in.mp4", "-o", "out.mp4", "--keyframe-every", "0"], "--keyframe-every must be at least 1"),
+    (["serve", "--max-fps", "0"], "--max-fps must be positive"),
+    (["camera", "--output", "out.mp4", "--max-fps", "-2"], "--max-fps must be positive"),
+    (["doctor", "--device", "tpu"], "unknown device"),
+])
+def test_runtime_options_out_of_range_are_one_line(argv, message, capsys):
+    from streamfx.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_threads_apply_to_the_whole_process_whatever_the_engine():
+    """--threads reaches torch for every engine (it is applied where engines are built)."""
+    from streamfx.pipeline.options import EngineOptions
+    from streamfx.pipeline.select import build_engine
+
+    before = torch.get_num_threads()
+    try:
+        build_engine("overlay", EngineOptions(threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -28,7 +28,6 @@ from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
 from ....runtime.accelerated import load_accelerated
 from ....runtime.selection import resolve_backend
-from ....runtime.threads import apply_threads
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
 from ...styles import StyleLibrary, match_name
@@ -62,7 +61,6 @@ class ThreeDPEEngine(Engine):
     def __init__(self, config: ThreeDPEConfig = ThreeDPEConfig(), model: threedpe.ThreeDPE | None = None) -> None:
         self.config = config
         self.styles = StyleLibrary(config.styles_dir)
-        apply_threads(config.threads)
         self.device = torch.device(config.device)
         backend = resolve_backend(config.backend, self.device)
         weights_device = self.device if backend == "torch-fp32" else "cpu"  # the others copy what they need
