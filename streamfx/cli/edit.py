@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     if args.fp32:
         args.backend = "torch-fp32"
-    elif args.backend == "torch" and args.device != "cpu":
-        args.backend = "torch-cuda" if args.device.startswith("cuda") or torch.cuda.is_available() else "torch"
+    elif args.backend == "torch" and (args.device not in ("auto", "cpu") or torch.cuda.is_available()):
+        args.backend = "auto"  # on a GPU: what auto means there (torch-cuda; torch-fp32 on mps)
     device, backend = checked_device(args)
     model = _model(args)
     if backend == "torch-fp32":
