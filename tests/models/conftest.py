@@ -67,3 +67,19 @@ def official_ckpt(tmp_path_factory, random_state) -> Path:
     torch.save(random_state, path)
     yield path
     path.unlink(missing_ok=True)
+
+
+def fp16_half_ulp(stored: torch.Tensor) -> torch.Tensor:
+    """The most that rounding an fp32 value to fp16 moves it, at each value of ``stored``
+    (fp16): half the fp16 spacing 2^(e - 10) of a value in [2^e, 2^(e+1)); below 2^-14 fp16
+    is subnormal with spacing 2^-24.  (At a power of two this is the larger of the two
+    spacings meeting there, so it never understates the rounding.)"""
+    a = stored.float().abs().clamp_min(2.0**-14)
+    return torch.exp2(torch.floor(torch.log2(a)) - 11)
+
+
+@pytest.fixture(scope="session")
+def planes_allowance(known_answer_atol):
+    """planes_allowance(stored) -> per-value tolerance of our planes against the fixture's fp16
+    ones: the storage rounding (:func:`fp16_half_ulp`) plus the known-answer margin."""
+    return lambda stored: fp16_half_ulp(stored) + known_answer_atol["planes"]

@@ -15,15 +15,6 @@ import torch
 from streamfx.models import threedpe
 
 
-def fp16_half_ulp(stored: torch.Tensor) -> torch.Tensor:
-    """The most that rounding an fp32 value to fp16 moves it, at each value of ``stored``
-    (fp16): half the fp16 spacing 2^(e - 10) of a value in [2^e, 2^(e+1)); below 2^-14 fp16
-    is subnormal with spacing 2^-24.  (At a power of two this is the larger of the two
-    spacings meeting there, so it never understates the rounding.)"""
-    a = stored.float().abs().clamp_min(2.0**-14)
-    return torch.exp2(torch.floor(torch.log2(a)) - 11)
-
-
 def test_reference_tokens_match_official(formula_model, known_answer, known_answer_atol):
     tokens = formula_model.reference_tokens(known_answer["ref224"])
     assert tokens.shape == (1, 197, 768) and tokens.dtype == torch.float32
@@ -31,7 +22,7 @@ def test_reference_tokens_match_official(formula_model, known_answer, known_answ
     assert err <= known_answer_atol["tokens"], f"tokens differ by {err}"
 
 
-def test_planes_match_official(formula_model, known_answer, known_answer_atol):
+def test_planes_match_official(formula_model, known_answer, known_answer_atol, planes_allowance):
     """The fixture stores the official fp32 planes rounded to fp16, so each stored value is off
     the official one by at most half an fp16 ulp at its magnitude (up to 1.2e-4 at 0.37).  Our
     planes may differ from the stored ones by that rounding plus our own fp32 error."""
@@ -39,7 +30,7 @@ def test_planes_match_official(formula_model, known_answer, known_answer_atol):
     assert planes.shape == (1, 96, 256, 256) and planes.dtype == torch.float32
     stored = known_answer["planes"]
     assert stored.dtype == torch.float16
-    allowed = fp16_half_ulp(stored) + known_answer_atol["planes"]
+    allowed = planes_allowance(stored)
     excess = ((planes - stored.float()).abs() - allowed).max().item()
     assert excess <= 0, f"planes differ by {excess} more than fp16 storage plus {known_answer_atol['planes']}"
     # The fixture's planes are not trivially small: a wrong network could not pass by accident.
