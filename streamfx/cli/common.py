@@ -51,12 +51,13 @@ def engine_options_from_args(args: argparse.Namespace, **overrides) -> EngineOpt
 def checked_device(args: argparse.Namespace):
     """(torch device, backend) that ``--device`` and ``--backend`` mean here, checked up front:
     a missing GPU or a backend that cannot load is one line (exit 2), never a quiet CPU fallback."""
-    from ..runtime.selection import check_backend, resolve_backend
+    from ..runtime.selection import check_backend, require_tensorrt_package, resolve_backend
     from ..runtime.base import BackendUnavailable
     from ..runtime.devices import DeviceUnavailable, resolve_device
 
     device = None
     try:
+        require_tensorrt_package(getattr(args, "backend", "auto"))
         device = resolve_device(getattr(args, "device", "auto"))
         backend = resolve_backend(getattr(args, "backend", "auto"), device)
         check_backend(backend, device)

@@ -90,7 +90,10 @@ def run_build(args: argparse.Namespace) -> int:
         options["precision"] = args.precision
     from ..runtime.devices import DeviceUnavailable, resolve_device
 
+    from ..runtime.selection import require_tensorrt_package
+
     try:
+        require_tensorrt_package(args.backend)
         device = resolve_device(args.device)
         if (args.backend == "tensorrt") != (device.type == "cuda"):
             raise BackendUnavailable(f"--backend {args.backend} builds for "

@@ -62,9 +62,13 @@ class _Accelerated:
 
     backend: str
     plan: PrecisionPlan = ALL_FP32
+    #: ``encode(x, tokens, adapters=[...])`` applies row i's low-rank adapter to row i
+    per_sample_adapters = False
 
     def __init__(self) -> None:
         self.token_cache = ReferenceTokenCache()
+        # Adapter hooks sit on the shared encoder while a call runs: encoder calls take turns.
+        self._encoder_lock = threading.Lock()
 
     def describe(self) -> dict:
         """Backend and precision per stage, for ``/api/info``, stats and ``doctor``."""
@@ -74,6 +78,16 @@ class _Accelerated:
     def prompt_tokens(self, key: str, reference_rgb: np.ndarray) -> torch.Tensor:
         """Tokens (1, 197, 768) of a reference image, computed once per prompt ``key``."""
         return self.token_cache.get_or_compute(key, lambda: self.reference_tokens(prepare_reference(reference_rgb)))
+
+    def _with_adapters(self, encoder: torch.nn.Module, adapters, run):
+        """``run()`` with row i's adapter hooked onto ``encoder`` (:func:`~.adapters.per_sample`)."""
+        with self._encoder_lock:
+            if not adapters or all(a is None for a in adapters):
+                return run()
+            from .adapters import per_sample
+
+            with per_sample(encoder, adapters):
+                return run()
 
     @staticmethod
     def _check_encode(x: torch.Tensor, tokens: torch.Tensor) -> None:
@@ -119,13 +133,17 @@ class TorchAccelerated(_Accelerated):
         dtype = self.vit.pos_embed.dtype
         return self.vit(ref224.to(dtype)).float()
 
+    per_sample_adapters = True
+
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, 512, 512) in [-1, 1], tokens (B or 1, 197, 768) -> planes (B, 96, 256, 256) float32."""
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor, adapters=None) -> torch.Tensor:
+        """x (B, 3, 512, 512) in [-1, 1], tokens (B or 1, 197, 768) -> planes (B, 96, 256, 256) float32.
+
+        ``adapters``: one low-rank adapter (or None) per row, applied to that row only."""
         self._check_encode(x, tokens)
         if self.backend == "torch-fp32":
-            return self.model.encode(x, tokens)
-        return self.encoder(x, tokens.expand(x.shape[0], -1, -1))
+            return self._with_adapters(self.model.encoder, adapters, lambda: self.model.encode(x, tokens))
+        return self._with_adapters(self.encoder, adapters, lambda: self.encoder(x, tokens.expand(x.shape[0], -1, -1)))
 
     @torch.inference_mode()
     def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
@@ -137,20 +155,22 @@ class TorchAccelerated(_Accelerated):
 
 
 class GraphAccelerated(_Accelerated):
-    """Exported static graphs (batch 1) on ONNX Runtime, OpenVINO or TensorRT."""
+    """Exported graphs on ONNX Runtime, OpenVINO or TensorRT: static batch 1, or with
+    ``max_batch`` > 1 a dynamic batch of 1..max_batch rows (what the frame batcher sends)."""
 
     def __init__(self, model: ThreeDPE, backend: str, presets: tuple[str, ...], cache: EngineCache | None,
-                 verify: bool, **backend_options) -> None:
+                 verify: bool, max_batch: int = 1, **backend_options) -> None:
         from .builder import GraphBuilder
 
         super().__init__()
         self.backend = backend
         self.verify = verify
+        self.max_batch = max_batch
         if backend == "openvino" and "precision" not in backend_options:
             backend_options["precision"] = probe().plan.openvino_hint
         if backend == "openvino":
             self.plan = ALL_BF16 if backend_options["precision"] == "bf16" else ALL_FP32
-        self.builder = GraphBuilder(model, backend, cache, **backend_options)
+        self.builder = GraphBuilder(model, backend, cache, max_batch=max_batch, **backend_options)
         self._runners: dict[str, Runner] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -172,20 +192,22 @@ class GraphAccelerated(_Accelerated):
         with lock:  # one request per graph at a time (OpenVINO requests are not re-entrant)
             return runner(**inputs)
 
-    @staticmethod
-    def _single(t: torch.Tensor, what: str) -> None:
-        if t.shape[0] != 1:
-            raise ModelInputError(f"{what}: exported graphs take batch 1, got {t.shape[0]}")
+    def _single(self, t: torch.Tensor, what: str) -> None:
+        if t.shape[0] > self.max_batch:
+            raise ModelInputError(f"{what}: these graphs take a batch of at most {self.max_batch}, got {t.shape[0]}")
 
     def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
         check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
         self._single(ref224, "reference")
         return self._run("reference", ref224=ref224.float())["tokens"]
 
-    def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor, adapters=None) -> torch.Tensor:
         self._check_encode(x, tokens)
+        if adapters and any(a is not None for a in adapters):
+            raise ModelInputError(f"style adapters run on the torch backends, not on {self.backend} graphs")
         self._single(x, "input")
-        return self._run("encoder", x=x.float(), tokens=tokens[:1].float())["planes"]
+        tokens = tokens.expand(x.shape[0], -1, -1) if tokens.shape[0] == 1 else tokens
+        return self._run("encoder", x=x.float(), tokens=tokens.float())["planes"]
 
     def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
         check_tensor(planes, PLANES_SHAPE, "planes")
@@ -223,8 +245,8 @@ class HybridAccelerated(_Accelerated):
     def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
         return self.graphs.reference_tokens(ref224)
 
-    def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.graphs.encode(x, tokens)
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor, adapters=None) -> torch.Tensor:
+        return self.graphs.encode(x, tokens, adapters)
 
     def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
         if self._on_graphs(preset) and planes.shape[0] == 1:
@@ -234,7 +256,7 @@ class HybridAccelerated(_Accelerated):
 
 def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str, ...] | list[str] = (),
                      *, cache: EngineCache | None = None, verify: bool = False, threads: int | None = None,
-                     device: torch.device | str = "cpu", **backend_options):
+                     device: torch.device | str = "cpu", max_batch: int = 1, **backend_options):
     """Wrap ``model`` for fast inference on ``backend`` (see the module docstring).
 
     Args:
@@ -246,6 +268,8 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
         threads: CPU threads for OpenVINO (torch's are set by :func:`~.threads.apply_threads`).
         device: where inference runs (see :func:`resolve_backend`); ``torch-cuda`` copies the
             weights there, ``torch-fp32`` expects the model there already.
+        max_batch: graph backends: build graphs with a dynamic batch of up to this many rows
+            (for the frame batcher; 1 = static graphs).
         backend_options: passed to the runtime backend (e.g. ``precision="f32"`` for OpenVINO).
 
     Raises:
@@ -264,7 +288,7 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
     if backend in TORCH_BACKENDS:
         return TorchAccelerated(model, backend)
     if backend in GRAPH_BACKENDS:
-        return GraphAccelerated(model, backend, tuple(presets), cache, verify, **backend_options)
+        return GraphAccelerated(model, backend, tuple(presets), cache, verify, max_batch=max_batch, **backend_options)
     if backend == "hybrid":
         return HybridAccelerated(model, tuple(presets), cache, verify, **backend_options)
     raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")

@@ -103,11 +103,13 @@ class GraphBuilder:
         backend: ``onnxruntime``, ``openvino`` or ``tensorrt``.
         cache: the engine cache (``engines/`` by default).
         progress: called with one-line status messages (e.g. ``print``); quiet by default.
+        max_batch: 1 for static graphs; more exports a dynamic batch dimension and builds
+            for 1..max_batch rows (a separate export and artefact in the cache).
         backend_options: passed to the backend (e.g. ``precision="f32"`` for OpenVINO).
     """
 
     def __init__(self, model: ThreeDPE, backend: str, cache: EngineCache | None = None,
-                 progress: Progress | None = None, **backend_options) -> None:
+                 progress: Progress | None = None, max_batch: int = 1, **backend_options) -> None:
         if model.dtype != torch.float32:
             raise ValueError(f"graphs are exported from a float32 model, got {model.dtype}")
         self.model = model
@@ -115,7 +117,8 @@ class GraphBuilder:
         self.backend = get_backend(backend, **backend_options)
         self.cache = cache or EngineCache()
         self.progress = progress or (lambda message: logger.info(message))
-        self.fingerprint = backend_fingerprint(backend, self.backend)
+        self.max_batch = max_batch
+        self.fingerprint = backend_fingerprint(backend, self.backend) + (f"|batch{max_batch}" if max_batch > 1 else "")
         self._digests: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -131,21 +134,26 @@ class GraphBuilder:
 
     def onnx_for(self, graph: str) -> tuple[Path, str, bool]:
         """(path, sha256, reused) of the graph's ONNX export, exporting it if not cached."""
-        key = CacheKey(graph, self._digest(graph), "onnx", f"export{EXPORT_VERSION}")
+        variant = f"export{EXPORT_VERSION}" + ("-dynamic-batch" if self.max_batch > 1 else "")
+        key = CacheKey(graph, self._digest(graph), "onnx", variant)
         entry = self.cache.entry(key)
         if entry is not None:
             return self.cache.root / entry["file"], entry["sha256"], True
         self.progress(f"{graph}: exporting ONNX")
-        path = export_onnx(graph_module(self.model, graph), graph_spec(graph), self.cache.path_for(key, ".onnx"))
+        path = export_onnx(graph_module(self.model, graph), self.spec(graph), self.cache.path_for(key, ".onnx"),
+                           dynamic_batch=self.max_batch > 1)
         sha = file_sha256(path)
         self.cache.record(key, path, sha256=sha)
         return path, sha, False
+
+    def spec(self, graph: str) -> GraphSpec:
+        return graph_spec(graph, self.max_batch)
 
     def build(self, graph: str, check: bool = False) -> BuildResult:
         """Export (if needed), build (if needed) and optionally verify one graph."""
         with self._lock:
             start = time.perf_counter()
-            spec = graph_spec(graph)
+            spec = self.spec(graph)
             onnx_path, sha, _ = self.onnx_for(graph)
             key = CacheKey(graph, sha, self.backend_name, self.fingerprint)
             artefact = self.cache.lookup(key)
@@ -165,7 +173,7 @@ class GraphBuilder:
     def load(self, graph: str, result: BuildResult | None = None) -> Runner:
         """A runner for ``graph``, building it first if needed."""
         result = result or self.build(graph)
-        return self.backend.load(result.artefact, graph_spec(graph))
+        return self.backend.load(result.artefact, self.spec(graph))
 
     def check(self, graph: str, runner: Runner) -> dict[str, float]:
         """Verify ``runner`` against PyTorch; raises :class:`VerificationError` beyond tolerance."""

@@ -14,16 +14,20 @@ from .base import GraphSpec, Runner
 OPSET = 17
 
 
-def export_onnx(module: torch.nn.Module, spec: GraphSpec, path: Path, opset: int = OPSET) -> Path:
-    """Export ``module(*inputs)`` (inputs in ``spec.inputs`` order) to ``path`` with static shapes."""
+def export_onnx(module: torch.nn.Module, spec: GraphSpec, path: Path, opset: int = OPSET,
+                dynamic_batch: bool = False) -> Path:
+    """Export ``module(*inputs)`` (inputs in ``spec.inputs`` order) to ``path`` with static shapes,
+    or with a dynamic first (batch) dimension on every input and output."""
     path.parent.mkdir(parents=True, exist_ok=True)
     example = tuple(torch.zeros(t.shape, dtype=t.dtype) for t in spec.inputs)
     module = module.eval()
+    names = [t.name for t in spec.inputs] + [t.name for t in spec.outputs]
+    dynamic = {name: {0: "batch"} for name in names} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, example, str(path), input_names=[t.name for t in spec.inputs],
                           output_names=[t.name for t in spec.outputs], opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
+                          do_constant_folding=True, dynamic_axes=dynamic, dynamo=False)
     return path
 
 

@@ -1,4 +1,4 @@
-"""The exportable 3DPE graphs, each with static shapes (batch 1).
+"""The exportable 3DPE graphs, each with static shapes (batch 1, or a dynamic batch).
 
 =====================  =====================================  ==========================================
 graph                  inputs                                 outputs
@@ -9,7 +9,8 @@ graph                  inputs                                 outputs
                                                               image_depth (1, 1, R, R)
 =====================  =====================================  ==========================================
 
-S and R come from the preset (:mod:`streamfx.models.renderer.presets`). The modules wrap the
+A graph exported for batching (``max_batch`` > 1) has a dynamic first dimension on every
+input and output and is otherwise the same. S and R come from the preset (:mod:`streamfx.models.renderer.presets`). The modules wrap the
 reference (float32) StreamFX modules: backends choose their own precision (OpenVINO bf16,
 TensorRT FP16). The renderer graphs use 4-D GridSample only and no searchsorted.
 """
@@ -38,14 +39,18 @@ def graph_names(presets: tuple[str, ...] | list[str] | None = None) -> list[str]
     return ["reference", "encoder", *(RENDERER_PREFIX + p for p in presets)]
 
 
-def graph_spec(name: str) -> GraphSpec:
-    """Static I/O of a graph."""
+def graph_spec(name: str, max_batch: int = 1) -> GraphSpec:
+    """I/O of a graph at batch 1; ``max_batch`` > 1 marks a graph exported with a dynamic
+    batch dimension that backends build for 1..max_batch rows (``meta["max_batch"]``)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    meta = {"max_batch": max_batch}
     if name == "reference":
         return GraphSpec(name, (TensorSpec("ref224", (1, 3, REF_SIZE, REF_SIZE)),),
-                         (TensorSpec("tokens", (1, *TOKENS_SHAPE)),))
+                         (TensorSpec("tokens", (1, *TOKENS_SHAPE)),), meta=meta)
     if name == "encoder":
         return GraphSpec(name, (TensorSpec("x", (1, 3, INPUT_SIZE, INPUT_SIZE)), TensorSpec("tokens", (1, *TOKENS_SHAPE))),
-                         (TensorSpec("planes", (1, *PLANES_SHAPE)),))
+                         (TensorSpec("planes", (1, *PLANES_SHAPE)),), meta=meta)
     if name.startswith(RENDERER_PREFIX):
         p = get_preset(name[len(RENDERER_PREFIX):])
         r = p.neural_resolution
@@ -54,7 +59,7 @@ def graph_spec(name: str) -> GraphSpec:
             (TensorSpec("planes", (1, *PLANES_SHAPE)), TensorSpec("camera", (1, 25))),
             (TensorSpec("image", (1, 3, p.output_size, p.output_size)), TensorSpec("image_raw", (1, 3, r, r)),
              TensorSpec("image_depth", (1, 1, r, r))),
-            meta={"preset": p.name},
+            meta={"preset": p.name, **meta},
         )
     raise UnknownGraphError(f"unknown graph {name!r}; use reference, encoder or {RENDERER_PREFIX}<preset>")
 

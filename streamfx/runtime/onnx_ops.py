@@ -84,3 +84,16 @@ def _ranks(model) -> dict[str, int]:
         inferred = model
     values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
     return {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
+
+
+class UnsupportedGraphError(RuntimeError):
+    """An ONNX graph TensorRT 10 cannot build; the message names the first offending node."""
+
+
+def require_tensorrt_support(path: Path) -> OpReport:
+    """:func:`check_tensorrt_support`, raising :class:`UnsupportedGraphError` on the first problem."""
+    report = check_tensorrt_support(path)
+    if report.problems:
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise UnsupportedGraphError(f"{path.name}: {report.problems[0]}{more}; not building it for TensorRT")
+    return report

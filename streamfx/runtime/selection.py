@@ -21,6 +21,19 @@ ALL_FP32 = PrecisionPlan(**{s: "fp32" for s in STAGES}, reason="the float32 refe
 ALL_BF16 = PrecisionPlan(**{s: "bf16" for s in STAGES}, reason="bf16 asked for (torch-bf16)")
 
 
+TENSORRT_MISSING = ("backend tensorrt needs TensorRT 10, which is not installed: "
+                    "pip install 'streamfx[tensorrt]' on a machine with an NVIDIA GPU")
+
+
+def require_tensorrt_package(backend: str) -> None:
+    """For ``tensorrt``: :class:`BackendUnavailable` naming the extra when the package is missing
+    (checked before the device, so that the one line says what to install)."""
+    from importlib.util import find_spec
+
+    if backend == "tensorrt" and find_spec("tensorrt") is None:
+        raise BackendUnavailable(TENSORRT_MISSING)
+
+
 def resolve_backend(backend: str = "auto", device: torch.device | str = "cpu") -> str:
     """The backend ``backend`` means on ``device``: ``auto`` is ``torch-cuda`` on a CUDA GPU,
     ``torch-fp32`` on other GPUs, and on the CPU ``hybrid`` when OpenVINO is installed, else

@@ -44,3 +44,51 @@ def test_fp16_engine_matches_torch_and_is_cached(tmp_path):
         expected = module.cuda()(*inputs.values())
     got = runner(**inputs)["out"]
     assert (got.float() - expected).abs().max() < 2e-2
+
+
+def _psnr(got: torch.Tensor, expected: torch.Tensor) -> float:
+    import math
+
+    peak = float(expected.max() - expected.min()) or 1.0
+    mse = float(((got.float().cpu() - expected.float().cpu()) ** 2).mean())
+    return 10 * math.log10(peak**2 / max(mse, 1e-20))
+
+
+@pytest.fixture(scope="module")
+def trt_graphs(tmp_path_factory):
+    """Every 3DPE graph built for TensorRT FP16 with a dynamic batch of up to 2 (random weights)."""
+    from streamfx.models import random_weights, threedpe
+    from streamfx.runtime.builder import GraphBuilder
+    from streamfx.runtime.engine_cache import EngineCache
+    from streamfx.runtime.graphs import graph_names
+
+    model = threedpe.from_state(random_weights.random_state_dicts(seed=7))
+    builder = GraphBuilder(model, "tensorrt", EngineCache(tmp_path_factory.mktemp("engines")), max_batch=2)
+    return model, builder, {g: builder.load(g) for g in graph_names()}
+
+
+@pytest.mark.parametrize("graph", ["reference", "encoder", "renderer-full", "renderer-balanced", "renderer-fast",
+                                   "renderer-fastest"])
+def test_every_engine_matches_float32_and_batches_like_single_calls(trt_graphs, graph):
+    """Parity threshold: images and planes >= 35 dB PSNR against the float32 module
+    (:data:`streamfx.runtime.contrib.trt_precision.IMAGE_PSNR_DB`); batch rows equal single calls."""
+    from streamfx.runtime.contrib.trt_precision import IMAGE_PSNR_DB
+    from streamfx.runtime.graphs import example_inputs, graph_module
+
+    model, builder, runners = trt_graphs
+    runner, module = runners[graph], graph_module(model, graph)
+    one, two = example_inputs(graph, seed=1), example_inputs(graph, seed=2)
+    if "planes" in two:  # a second caller: another scene and another pose
+        from streamfx.models.renderer import look_at_camera
+
+        two["planes"], two["camera"] = two["planes"].flip(-1), look_at_camera(1.2, 1.7)
+    with torch.no_grad():
+        expected = module(*one.values())
+    expected = (expected,) if isinstance(expected, torch.Tensor) else expected
+    single = runner(**{k: v.cuda() for k, v in one.items()})
+    for spec, exp in zip(runner.spec.outputs, expected):
+        assert _psnr(single[spec.name], exp) >= IMAGE_PSNR_DB, (graph, spec.name)
+    both = runner(**{k: torch.cat([one[k], two[k]]).cuda() for k in one})
+    second = runner(**{k: v.cuda() for k, v in two.items()})
+    for name in single:
+        assert _psnr(both[name][:1], single[name]) > 60 and _psnr(both[name][1:], second[name]) > 60, name

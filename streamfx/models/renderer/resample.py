@@ -31,7 +31,7 @@ def _depthwise(f: torch.Tensor, channels: int, gain: float, dtype: torch.dtype) 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """x2 upsampling with the FIR filter ``f`` (K = 4): (B, C, H, W) -> (B, C, 2H, 2W)."""
-    channels = x.shape[1]
+    channels = int(x.shape[1])  # static, also in graphs exported with a dynamic batch
     weight = _depthwise(f, channels, 4.0, x.dtype)
     return F.conv_transpose2d(x, weight, stride=2, padding=1, groups=channels)
 
@@ -40,6 +40,6 @@ def filter2d(
     x: torch.Tensor, f: torch.Tensor, padding: int, gain: float = 1.0, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Zero-pad by ``padding`` on every side and convolve with ``f * gain``, per channel, plus ``bias`` (C,)."""
-    channels = x.shape[1]
+    channels = int(x.shape[1])
     weight = _depthwise(f, channels, gain, x.dtype)
     return F.conv2d(x, weight, bias, padding=padding, groups=channels)

@@ -1,9 +1,16 @@
 """TensorRT 10 engines: FP16 builds from ONNX with a timing cache, run on torch CUDA tensors.
 
+* **Builds** check the graph first (:func:`~streamfx.runtime.onnx_ops.require_tensorrt_support`:
+  an unsupported node stops the build with one line), build FP16 with the layers of
+  :mod:`.trt_precision` pinned to FP32 under ``OBEY_PRECISION_CONSTRAINTS``, and add an
+  optimisation profile (1 .. max rows) when the graph was exported with a dynamic batch.
+* **Runs** are ordered against the caller's stream with CUDA events and copy the outputs out
+  before the buffers can be written again (see :class:`_TrtRunner`).
+
 Why no pycuda: torch already owns a CUDA context, an allocator and streams. Engine inputs
 and outputs are torch CUDA tensors whose ``data_ptr()`` goes straight to
-``set_tensor_address``, and ``execute_async_v3`` runs on torch's current stream. A second
-CUDA wrapper would add another context to keep in sync and copies through host memory.
+``set_tensor_address``, and the streams and events are torch's. A second CUDA wrapper would
+add another context to keep in sync and copies through host memory.
 
 Install with ``pip install 'streamfx[tensorrt]'`` on a machine with an NVIDIA GPU.
 """
@@ -17,6 +24,9 @@ import torch
 
 from ... import log
 from ..base import Backend, BackendUnavailable, GraphSpec, Runner
+from ..onnx_ops import require_tensorrt_support
+from ..streams import CudaStreamOps, OrderedExecution
+from .trt_precision import pinned_fp32
 
 logger = log.get(__name__)
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
@@ -75,33 +85,51 @@ def _progress_monitor(trt, title: str):
 
 
 class _TrtRunner(Runner):
+    """One engine on one execution context. Inputs and outputs are torch CUDA tensors.
+
+    Ordering (:class:`~streamfx.runtime.streams.OrderedExecution`): the runner's stream waits
+    for the caller's stream before ``execute_async_v3``, the caller's stream waits for the
+    runner's after it, and the outputs are copied out on the caller's stream before the next
+    call may write the same buffers. Engines built with a dynamic batch take 1..max rows; the
+    output buffers are allocated once at the largest batch.
+    """
+
     def __init__(self, engine, spec: GraphSpec) -> None:
         trt = _trt()
         self.engine, self.spec = engine, spec
         self.context = engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
+        self.order = OrderedExecution(CudaStreamOps(torch.device("cuda", torch.cuda.current_device())))
         self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in self.names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in self.names if n not in self.inputs]
         self.dtypes = {n: _TORCH_DTYPES[engine.get_tensor_dtype(n).name] for n in self.names}
-        # Static shapes per preset: outputs are allocated once and reused every frame.
-        self.out_buffers = {n: torch.empty(tuple(engine.get_tensor_shape(n)), dtype=self.dtypes[n], device="cuda")
-                            for n in self.outputs}
+        self.max_batch = int(spec.meta.get("max_batch", 1))
+        shapes = {t.name: (self.max_batch, *t.shape[1:]) for t in spec.inputs}
+        for name in self.inputs:
+            self.context.set_input_shape(name, shapes[name])
+        self.out_buffers = {n: torch.empty(tuple(self.context.get_tensor_shape(n)), dtype=self.dtypes[n],
+                                           device="cuda") for n in self.outputs}
         for name, buf in self.out_buffers.items():
             self.context.set_tensor_address(name, buf.data_ptr())
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        keep = []
-        with torch.cuda.stream(self.stream):
-            for name in self.inputs:
-                t = inputs[name].to(device="cuda", dtype=self.dtypes[name]).contiguous()
-                keep.append(t)
+        batch = inputs[self.inputs[0]].shape[0]
+        if not 1 <= batch <= self.max_batch:
+            raise ValueError(f"{self.spec.name}: batch {batch} is outside the engine's 1..{self.max_batch}")
+        feeds = {name: inputs[name].to(device="cuda", dtype=self.dtypes[name]).contiguous() for name in self.inputs}
+
+        def enqueue(stream) -> None:
+            for name, t in feeds.items():
+                t.record_stream(stream)  # made on the caller's stream, read on the runner's
                 self.context.set_input_shape(name, tuple(t.shape))
                 self.context.set_tensor_address(name, t.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
+            if not self.context.execute_async_v3(stream.cuda_stream):
                 raise RuntimeError(f"TensorRT execution of {self.spec.name} failed")
-        torch.cuda.current_stream().wait_stream(self.stream)
-        return {name: buf.clone() for name, buf in self.out_buffers.items()}
+
+        def collect() -> dict[str, torch.Tensor]:
+            return {name: buf[:batch].clone() for name, buf in self.out_buffers.items()}
+
+        return self.order.run(enqueue, collect)
 
 
 class TensorRTBackend(Backend):
@@ -123,6 +151,7 @@ class TensorRTBackend(Backend):
         return True, ""
 
     def build(self, onnx_path: Path, spec: GraphSpec, out_dir: Path) -> Path:
+        require_tensorrt_support(onnx_path)  # a graph TensorRT cannot take stops here, naming the node
         trt = _trt()
         trt_logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(trt_logger)
@@ -135,6 +164,16 @@ class TensorRTBackend(Backend):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
         if self.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            pinned = pin_layers(network, spec.name, trt)
+            logger.info("layers pinned to FP32", extra={"graph": spec.name, "layers": pinned})
+        max_batch = int(spec.meta.get("max_batch", 1))
+        if max_batch > 1:
+            profile = builder.create_optimization_profile()
+            for t in spec.inputs:
+                rest = tuple(t.shape[1:])
+                profile.set_shape(t.name, (1, *rest), (max(1, max_batch // 2), *rest), (max_batch, *rest))
+            config.add_optimization_profile(profile)
         cache_path = self.timing_cache or out_dir / f"timing-{_safe(fingerprint())}.cache"
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
@@ -145,7 +184,7 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable(f"TensorRT failed to build {spec.name}; run with -vv for its log")
         cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
         # The fingerprint is in the name too, so engines for two GPUs sharing engines/ never overwrite each other.
-        out = out_dir / f"{onnx_path.stem}.{_safe(fingerprint())}.plan"
+        out = out_dir / f"{onnx_path.stem}.{_safe(fingerprint())}.b{max_batch}.plan"
         out.write_bytes(memoryview(plan))
         return out
 
@@ -156,6 +195,21 @@ class TensorRTBackend(Backend):
         if engine is None:
             raise BackendUnavailable(f"{artefact.name} was built for another GPU or TensorRT version; rebuild it")
         return _TrtRunner(engine, spec)
+
+
+def pin_layers(network, graph: str, trt) -> int:
+    """Pin the layers :func:`~.trt_precision.pinned_fp32` names to FP32 (computation and outputs)."""
+    count = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not pinned_fp32(graph, layer.name):
+            continue
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            if layer.get_output(j).dtype in (trt.float32, trt.float16):
+                layer.set_output_type(j, trt.float32)
+        count += 1
+    return count
 
 
 def _safe(text: str) -> str:
