@@ -11,6 +11,10 @@ events), sustained frames/s and peak GPU memory, in one table and one JSON file.
 * "Full frame" is what the GPU does per frame in a call: encode + tri-plane smoothing +
   render + the paste of the crop into a 1280x720 frame region. Tracking runs on the CPU
   and is reported by ``streamfx bench``.
+* "Callers per device": simulated 25 fps callers (:mod:`benchmarks.callers`) through the
+  model directly and through the frame batcher; the largest count whose callers all keep
+  their frame rate with p95 latency within 40 ms.
+* TensorRT rows are added where ``tensorrt`` imports (engines with a dynamic batch up to 8).
 * ``--device cpu --quick`` runs the same code path on the CPU in float32 (CI, < 1 minute).
 
     python -m benchmarks.gpu_check [--device cuda] [--quick] [--json benchmarks/results/gpu_check.json]
@@ -112,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cuda, cuda:N or cpu")
     parser.add_argument("--quick", action="store_true", help="few repetitions and the fastest preset only (CI)")
-    parser.add_argument("--backends", default="torch-cuda", help="comma-separated: torch-cuda (and tensorrt)")
+    parser.add_argument("--backends", default=None,
+                        help="comma-separated: torch-cuda, tensorrt (default: torch-cuda, and tensorrt where it imports)")
+    parser.add_argument("--callers-seconds", type=float, default=4.0,
+                        help="seconds per step of the callers-per-device row (0: skip it)")
     parser.add_argument("--fixture", type=Path, default=None, help="3dpe_known_answer.pt for parity against the official outputs")
     parser.add_argument("--frames", type=int, default=300, help="frames for the sustained rate (default 300)")
     parser.add_argument("--json", type=Path, default=RESULTS / "gpu_check.json")
@@ -130,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: {exc}", file=sys.stderr)
         return 2
     presets = ["fastest"] if args.quick else list(PRESETS)
+    if args.backends is None:
+        from importlib.util import find_spec
+
+        args.backends = "torch-cuda" + (",tensorrt" if device.type == "cuda" and find_spec("tensorrt") else "")
     reps, frames, warmup = (1, 1, 0) if args.quick else (30, args.frames, 3)
     fixture = torch.load(args.fixture, weights_only=True) if args.fixture else None
     model, weights = load_model(fixture)
@@ -145,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
             path = TorchCudaAccelerated(model, device, tuple(presets))
         else:
-            path = load_accelerated(model, backend, presets, device=device)
-        captured = path.capture(lambda m: print(m, flush=True)) if hasattr(path, "capture") else {}
+            path = load_accelerated(model, backend, presets, device=device, max_batch=8, verify=False)
+        from streamfx.runtime.batching import batch_sizes_for
+
+        captured = path.capture(lambda m: print(m, flush=True), batch_sizes_for(8)) if hasattr(path, "capture") else {}
         row = {"name": backend, **path.describe(), "graphs_captured": captured,
                "parity": parity(path, reference, x, ref224, camera, presets)}
         if fixture is not None:
@@ -158,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         tokens = path.reference_tokens(ref224)
         row["full_frame_ms"], row["sustained_fps"] = frame_loop(path, device, x, tokens, camera, presets[0], frames,
                                                                 warmup)
+        if args.callers_seconds > 0:
+            from benchmarks.callers import callers_per_device
+
+            counts, seconds = ((1, 2), min(args.callers_seconds, 1.0)) if args.quick else \
+                ((1, 2, 4, 6, 8, 10, 12, 16), args.callers_seconds)
+            row["callers_per_device"] = callers_per_device(path, device, x, tokens, camera, "full" if not args.quick
+                                                           else presets[0], seconds=seconds, counts=counts)
         if device.type == "cuda":
             row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         rows.append(row)
@@ -180,6 +200,11 @@ def _table(data: dict) -> None:
         print(f"  full frame ({data['preset_for_frames']}) p50 {f['p50']:.2f}  p95 {f['p95']:.2f}  p99 {f['p99']:.2f} ms,"
               f" sustained {row['sustained_fps']} frames/s over {f['n']}"
               + (f", peak memory {row['peak_memory_gib']} GiB" if "peak_memory_gib" in row else ""))
+        callers = row.get("callers_per_device")
+        if callers:
+            print(f"  callers at {callers['fps']:.0f} fps ({callers['preset']}, p95 <= {callers['budget_ms']:.0f} ms): "
+                  f"{callers['unbatched']['callers_held']} unbatched, {callers['batched']['callers_held']} batched "
+                  f"(window {callers['window_ms']} ms, up to {callers['max_batch']} per batch)")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for inference (default: all cores); fewer leave room for the call app")
     parser.add_argument("--max-fps", type=float, default=None, metavar="F",
                         help="filter at most F frames per second (default: every frame the engine can take)")
+    parser.add_argument("--batch-window-ms", type=float, default=None, metavar="MS",
+                        help="run concurrent callers' frames that arrive within MS as one batch "
+                             "(default: 4 on a GPU, off on the CPU; 0: off)")
     parser.add_argument("--random-weights", type=int, default=None, metavar="SEED", nargs="?", const=0,
                         help="run 3DPE on random weights of the official shapes (demos, benchmarks)")
 
@@ -43,7 +46,8 @@ def engine_options_from_args(args: argparse.Namespace, **overrides) -> EngineOpt
     device, backend = checked_device(args)
     try:
         return EngineOptions(device=str(device), backend=backend, threads=getattr(args, "threads", None),
-                             random_weights_seed=getattr(args, "random_weights", None), **overrides)
+                             random_weights_seed=getattr(args, "random_weights", None),
+                             batch_window_ms=getattr(args, "batch_window_ms", None), **overrides)
     except ValueError as exc:
         raise CliError(str(exc)) from None
 

@@ -30,7 +30,7 @@ def gpu_report() -> dict:
     import torch
 
     from ..runtime.devices import describe_device
-    from ..runtime.estimate import gpu_estimate
+    from ..runtime.estimate import gpu_callers_estimate, gpu_estimate
 
     report: dict = {"torch_cuda": torch.version.cuda, "gpus": [], "tensorrt": None, "driver": None}
     if torch.cuda.is_available():
@@ -46,9 +46,10 @@ def gpu_report() -> dict:
         for i in range(torch.cuda.device_count()):
             device = torch.device(f"cuda:{i}")
             dtype, reason = gpu_dtype(device)
+            tflops = measure_tflops(device, dtype)
             report["gpus"].append({**describe_device(device), "backend": "torch-cuda",
                                    "precision": "bf16" if dtype == torch.bfloat16 else "fp16", "reason": reason,
-                                   "expected": gpu_estimate(measure_tflops(device, dtype))})
+                                   "expected": gpu_estimate(tflops), "callers": gpu_callers_estimate(tflops)})
     if importlib.util.find_spec("tensorrt") is not None:
         try:
             import tensorrt
@@ -139,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         + (" [cached]" if m["cached"] else f" [{m['probe_seconds']:.1f} s]"),
         "GPU        " + ("; ".join(f"{g['device']} {g['name']} {g['memory_gib']} GiB (sm {g['compute_capability']}): "
                                   f"torch-cuda {g['precision']} ({g['reason']}), expected full frame "
-                                  f"{g['expected'].get('full_frame_ms', '?')} ms" for g in gpu["gpus"])
+                                  f"{g['expected'].get('full_frame_ms', '?')} ms, about "
+                                  f"{g['callers']['batched']} callers at 25 fps batched "
+                                  f"({g['callers']['unbatched']} unbatched; estimates)" for g in gpu["gpus"])
                         or "none visible to torch")
         + f"; torch CUDA {gpu['torch_cuda'] or 'not built in (CPU build)'}"
         + (f", driver {gpu['driver']}" if gpu["driver"] else "")

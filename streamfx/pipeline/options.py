@@ -20,6 +20,9 @@ class EngineOptions:
         keyframe_every: offline 3DPE encodes every Nth frame and holds its tri-planes in between.
         random_weights_seed: run 3DPE on random weights of the official shapes (demos,
             benchmarks) instead of the imported ones.
+        batch_window_ms: concurrent callers' frames arriving within this many milliseconds
+            run as one batch (:mod:`streamfx.runtime.batching`); None: 4 ms on a GPU, off on
+            the CPU (where a batch only queues); 0: off.
     """
 
     device: str = "cpu"
@@ -28,8 +31,11 @@ class EngineOptions:
     offline: bool = False
     keyframe_every: int = 1
     random_weights_seed: int | None = None
+    batch_window_ms: float | None = None
 
     def __post_init__(self) -> None:
+        if self.batch_window_ms is not None and not 0 <= self.batch_window_ms <= 100:
+            raise ValueError("the batch window must be between 0 and 100 ms")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1")
         if self.keyframe_every < 1:

@@ -76,3 +76,31 @@ def gpu_estimate(tflops: float) -> dict:
     render = render_flops("full")["superres"] / rate * 1e3 + 2.0
     return {"encode_ms": round(encode, 1), "render_full_ms": round(render, 1),
             "full_frame_ms": round(encode + render, 1), "assumed_efficiency": GPU_EFFICIENCY}
+
+
+#: fraction of the half-precision rate the convolutions reach in batches of 4-8 (an assumption
+#: until measured: batched convolutions of this size fill a GPU about twice as well as batch 1)
+GPU_BATCH_EFFICIENCY = 0.6
+#: volume rendering per frame inside a batch (memory-bound; a batch-1 render is latency-bound at ~2 ms)
+GPU_BATCH_VOLUME_MS = 1.0
+
+
+def gpu_callers_estimate(tflops: float, fps: float = 25.0, budget_ms: float = 40.0, window_ms: float = 4.0,
+                         max_batch: int = 8) -> dict:
+    """How many ``fps`` callers a GPU of ``tflops`` (half-precision matmul) holds at ``full``.
+
+    Unbatched, frames take turns at the batch-1 frame time (:func:`gpu_estimate`). Batched,
+    each frame costs its FLOPs at :data:`GPU_BATCH_EFFICIENCY` plus :data:`GPU_BATCH_VOLUME_MS`.
+    ``n`` callers fit while their ``n`` frames fit in one period (throughput) and the last of
+    them, after the window and all ``n`` frames, lands within ``budget_ms`` (latency). Batches
+    hold at most ``max_batch`` frames; more callers make more batches per period.
+    """
+    period = 1000.0 / fps
+    frame_flops = ENCODER_FLOPS + render_flops("full")["superres"]
+    single = gpu_estimate(tflops)["full_frame_ms"]
+    per_frame = frame_flops / (tflops * GPU_BATCH_EFFICIENCY * 1e12) * 1e3 + GPU_BATCH_VOLUME_MS
+    unbatched = int(min(period, budget_ms) // single)
+    batched = int(min(period, budget_ms - window_ms) // per_frame)
+    return {"unbatched": unbatched, "batched": batched, "frame_ms_unbatched": round(single, 1),
+            "frame_ms_in_batch": round(per_frame, 2), "batches_per_period": -(-batched // max_batch) if batched else 0,
+            "assumed_batch_efficiency": GPU_BATCH_EFFICIENCY}

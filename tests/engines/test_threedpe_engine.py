@@ -169,3 +169,41 @@ def test_offline_processing_encodes_in_order_and_is_deterministic(random_model, 
     assert len(decoded[0]) == len(decoded[1]) == 5
     for a, b in zip(*decoded):
         assert np.array_equal(a, b), "two offline runs must give identical frames"
+
+
+def test_batched_callers_get_their_own_frames_as_if_alone(random_model, read_rgb):
+    """Two callers' frames share the encoder's and the renderer's batches (batching forced on
+    the CPU with a window long enough that only a full batch goes), and each caller gets the
+    frame it gets from an engine without batching: its own face, prompt and pose."""
+    config = ThreeDPEConfig(async_encoder=False, backend="torch-fp32", batch_window_ms=60_000, max_batch=2,
+                            frame_budget_ms=600_000)
+    batched = ThreeDPEEngine(config, model=random_model)
+    alone = ThreeDPEEngine(ThreeDPEConfig(async_encoder=False, backend="torch-fp32"), model=random_model)
+    frames = [_place(read_rgb("faces/ffhq_3.png")), _place(read_rgb("faces/ffhq_1.png"))]
+    controls = [Controls(pose=PoseMode("frontal"), quality="fastest"), Controls(quality="fastest")]
+    style = image_prompt(_png(read_rgb("styles/style_3.png")))
+
+    def run(engine, i, out):
+        session = engine.open_session()
+        if i == 0:
+            session.set_prompt(style)
+        out[i] = session.process(frames[i], controls[i], StageTimer())
+        session.close()
+
+    import threading
+
+    together: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=run, args=(batched, i, together)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    separate: dict[int, np.ndarray] = {}
+    for i in range(2):
+        run(alone, i, separate)
+    stats = batched.info()["batching"]
+    assert stats["sizes"] == {2: 2}, stats  # one encode batch and one render batch, two frames each
+    for i in range(2):
+        assert np.abs(together[i].astype(int) - separate[i]).max() <= 2, f"caller {i}"
+    assert np.abs(together[0].astype(int) - frames[0]).mean() > 0.5  # both were edited
+    batched.close()

@@ -100,3 +100,17 @@ def test_threads_apply_to_the_whole_process_whatever_the_engine():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_callers_per_gpu_estimate_follows_the_rate_and_the_budget():
+    """The README's estimates: an RTX 4090 (165 dense fp16 TFLOP/s) holds 3 callers at 25 fps
+    unbatched and 4 batched; an H200 (about 800 measured) 9 and 15. More rate never means
+    fewer callers, and a tighter budget never more."""
+    from streamfx.runtime.estimate import gpu_callers_estimate
+
+    rtx, h200 = gpu_callers_estimate(165), gpu_callers_estimate(800)
+    assert (rtx["unbatched"], rtx["batched"]) == (3, 4)
+    assert (h200["unbatched"], h200["batched"]) == (9, 15) and h200["batches_per_period"] == 2
+    counts = [gpu_callers_estimate(t)["batched"] for t in (40, 80, 165, 400, 800, 1600)]
+    assert counts == sorted(counts) and counts[0] >= 0
+    assert gpu_callers_estimate(800, budget_ms=20)["batched"] < h200["batched"]

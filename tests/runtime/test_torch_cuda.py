@@ -28,6 +28,7 @@ def _psnr(got, expected) -> float:
 def test_on_the_cpu_it_is_the_reference_in_float32(model):
     path = TorchCudaAccelerated(model, "cpu", ("fastest",))
     assert path.capture(lambda message: None) == {"encoder": False, "renderer-fastest": False}
+    assert not path._encode and not path._render  # nothing captured: eager, never padded
     assert path.describe()["precision"] == "fp32" and path.describe()["device"] == "cpu"
     x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1)) * 2 - 1
     ref224 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
@@ -86,3 +87,40 @@ def test_gpu_session_pastes_on_the_device_like_the_cpu(model):
     assert np.array_equal(crop_t.cpu().numpy(), crop) and np.array_equal(again.cpu().numpy(), crop[::-1])
     assert x.shape == (1, 3, 512, 512) and float(x.min()) >= -1 and float(x.max()) <= 1
     assert callable(composite_region)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="GPU batching checks skipped: no CUDA GPU visible to torch")
+def test_gpu_batches_equal_per_caller_results(model):
+    """Three callers through the frame batcher (padded to the captured batch of 4) get what
+    each gets alone, and two threads on two streams sharing one captured graph do not mix."""
+    import threading
+
+    from streamfx.runtime.batching import BatchConfig, BatchedModel, FrameBatcher
+    from streamfx.runtime.streams import CudaStreamOps
+
+    path = TorchCudaAccelerated(model, "cuda", ("fast",))
+    path.capture(lambda message: None, (1, 2, 4))
+    g = torch.Generator().manual_seed(3)
+    xs = [(torch.rand(1, 3, 512, 512, generator=g) * 2 - 1).cuda() for _ in range(3)]
+    tokens = [torch.randn(1, 197, 768, generator=g).cuda() for _ in range(3)]
+    cams = [look_at_camera(math.pi / 2 + d, math.pi / 2).cuda() for d in (-0.3, 0.0, 0.3)]
+    alone = [path.render(path.encode(xs[i], tokens[i]), cams[i], "fast")["image"] for i in range(3)]
+    ops = CudaStreamOps("cuda")
+    batched = BatchedModel(path, FrameBatcher(path, BatchConfig(window_ms=1000, max_batch=3), ops))
+    out: dict[int, torch.Tensor] = {}
+
+    def caller(i: int) -> None:
+        with ops.use(ops.new_stream()):
+            planes = batched.encode(xs[i], tokens[i])
+            out[i] = batched.render(planes, cams[i], "fast")["image"].cpu()
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert batched.batcher.stats()["sizes"] == {3: 2}
+    for i in range(3):
+        assert _psnr(out[i], alone[i]) > 45, i
+    batched.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ from ...models.threedpe import INPUT_SIZE, PLANES_SHAPE, REF_SIZE, ThreeDPE, che
 from ..accelerated import _Accelerated
 from ..base import BackendUnavailable
 from ..probe import STAGES, PrecisionPlan
+from ..streams import CudaStreamOps
 
 logger = log.get(__name__)
 Progress = Callable[[str], None]
@@ -72,11 +74,17 @@ class CapturedCall:
     """``fn(*tensors)`` replayed from a CUDA graph: inputs are copied into static buffers,
     the graph replays on the current stream, and the outputs are cloned (so a later replay
     never overwrites what a caller still holds). Off CUDA, or when capture fails, it simply
-    calls ``fn`` (``captured`` says which)."""
+    calls ``fn`` (``captured`` says which).
+
+    Callers on different threads and streams share the static buffers: a call holds a lock
+    while it enqueues, and its stream first waits for the event recorded after the previous
+    call's clones, so a replay never overwrites buffers another stream is still reading."""
 
     def __init__(self, fn: Callable[..., Any], *example: torch.Tensor, warmup: int = 3, name: str = "graph") -> None:
         self.fn, self.name, self.captured = fn, name, False
         self.graph = None
+        self._lock = threading.Lock()
+        self._released: Any = None
         if not example or example[0].device.type != "cuda":
             return
         try:
@@ -98,12 +106,31 @@ class CapturedCall:
     def __call__(self, *inputs: torch.Tensor) -> Any:
         if self.graph is None:
             return self.fn(*inputs)
-        for static, value in zip(self.inputs, inputs):
-            static.copy_(value, non_blocking=True)
-        self.graph.replay()
-        if isinstance(self.outputs, dict):
-            return {k: v.clone() for k, v in self.outputs.items()}
-        return self.outputs.clone()
+        with self._lock:
+            ops = CudaStreamOps(self.inputs[0].device)
+            stream = ops.current()
+            ops.wait(stream, self._released)
+            for static, value in zip(self.inputs, inputs):
+                static.copy_(value, non_blocking=True)
+            self.graph.replay()
+            if isinstance(self.outputs, dict):
+                out = {k: v.clone() for k, v in self.outputs.items()}
+            else:
+                out = self.outputs.clone()
+            self._released = ops.record(stream)
+            return out
+
+
+def padded_size(graphs: dict[int, Any], rows: int) -> int | None:
+    """The smallest captured batch size that holds ``rows`` rows (None: run eagerly)."""
+    return min((b for b in graphs if b >= rows), default=None)
+
+
+def pad_rows(t: torch.Tensor, size: int) -> torch.Tensor:
+    """``t`` (B, ...) padded to ``size`` rows by repeating its last row (the extra rows are discarded)."""
+    if t.shape[0] == size:
+        return t
+    return torch.cat((t, t[-1:].expand(size - t.shape[0], *t.shape[1:])))
 
 
 class TorchCudaAccelerated(_Accelerated):
@@ -136,31 +163,38 @@ class TorchCudaAccelerated(_Accelerated):
             self.encoder = FastEncoder(model.encoder, self.dtype, channels_last=True).to(self.device).eval()
             self.renderer = copy.deepcopy(model.renderer).to(self.device, self.dtype).eval()
             self.renderer.superresolution.to(memory_format=torch.channels_last)
-        self._encode: Callable[..., torch.Tensor] = self._encode_eager
-        self._render: dict[str, Callable[..., dict[str, torch.Tensor]]] = {}
+        self._encode: dict[int, CapturedCall] = {}                  # by batch size
+        self._render: dict[tuple[str, int], CapturedCall] = {}      # by (preset, batch size)
 
     def describe(self) -> dict:
         return {**super().describe(), "device": str(self.device)}
 
     # ------------------------------------------------------------------ graphs
-    def capture(self, progress: Progress | None = None) -> dict[str, bool]:
-        """Capture the encoder and every preset's renderer as CUDA graphs (batch 1).
+    def capture(self, progress: Progress | None = None, batch_sizes: tuple[int, ...] = (1,)) -> dict[str, bool]:
+        """Capture the encoder and every preset's renderer as CUDA graphs, once per batch size
+        (the frame batcher's batches are padded up to the next captured size).
 
         Returns which were captured (False: eager, see the log). Call once, at start."""
         progress = progress or (lambda message: logger.info(message))
-        x = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, device=self.device)
-        tokens = torch.zeros(1, 197, 768, device=self.device)
-        planes = torch.zeros(1, *PLANES_SHAPE, device=self.device)
-        camera = look_at_camera(math.pi / 2, math.pi / 2).to(self.device)  # frontal; any camera will do
         done = {}
-        progress(f"torch-cuda: capturing the encoder on {self.device}")
-        graph = CapturedCall(self._encode_eager, x, tokens, name="encoder")
-        self._encode, done["encoder"] = graph, graph.captured
-        for preset in self.presets:
-            progress(f"torch-cuda: capturing the {preset} renderer")
-            graph = CapturedCall(lambda p, c, _preset=preset: self._render_eager(p, c, _preset), planes, camera,
-                                 name=f"renderer-{preset}")
-            self._render[preset], done[f"renderer-{preset}"] = graph, graph.captured
+        for b in sorted(set(batch_sizes)):
+            x = torch.zeros(b, 3, INPUT_SIZE, INPUT_SIZE, device=self.device)
+            tokens = torch.zeros(b, 197, 768, device=self.device)
+            planes = torch.zeros(b, *PLANES_SHAPE, device=self.device)
+            camera = look_at_camera(math.pi / 2, math.pi / 2).to(self.device).expand(b, -1)  # any camera will do
+            suffix = f"x{b}" if b > 1 else ""
+            progress(f"torch-cuda: capturing the encoder{' for batch ' + str(b) if b > 1 else ''} on {self.device}")
+            graph = CapturedCall(self._encode_eager, x, tokens, name=f"encoder{suffix}")
+            done[f"encoder{suffix}"] = graph.captured
+            if graph.captured:  # else eager, unpadded
+                self._encode[b] = graph
+            for preset in self.presets:
+                progress(f"torch-cuda: capturing the {preset} renderer{' for batch ' + str(b) if b > 1 else ''}")
+                graph = CapturedCall(lambda p, c, _preset=preset: self._render_eager(p, c, _preset), planes, camera,
+                                     name=f"renderer-{preset}{suffix}")
+                done[f"renderer-{preset}{suffix}"] = graph.captured
+                if graph.captured:
+                    self._render[(preset, b)] = graph
         return done
 
     # ------------------------------------------------------------------ calls
@@ -176,14 +210,23 @@ class TorchCudaAccelerated(_Accelerated):
     def _encode_eager(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.encoder(x, tokens.expand(x.shape[0], -1, -1))
 
+    per_sample_adapters = True
+
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, 512, 512) in [-1, 1] -> planes (B, 96, 256, 256) float32 on the device."""
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor, adapters=None) -> torch.Tensor:
+        """x (B, 3, 512, 512) in [-1, 1] -> planes (B, 96, 256, 256) float32 on the device.
+
+        ``adapters``: one low-rank adapter (or None) per row; rows with adapters run eagerly
+        (the captured graphs hold the base model only)."""
         self._check_encode(x, tokens)
         x, tokens = self._on_device(x).float(), self._on_device(tokens).float()
-        if x.shape[0] == 1 and tokens.shape[0] == 1:
-            return self._encode(x, tokens)
-        return self._encode_eager(x, tokens)
+        tokens = tokens.expand(x.shape[0], -1, -1)
+        if adapters and any(a is not None for a in adapters):
+            return self._with_adapters(self.encoder, adapters, lambda: self._encode_eager(x, tokens))
+        size = padded_size(self._encode, x.shape[0])
+        if size is None:
+            return self._encode_eager(x, tokens)
+        return self._encode[size](pad_rows(x, size), pad_rows(tokens, size))[: x.shape[0]]
 
     def _render_eager(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any) -> dict[str, torch.Tensor]:
         return self.renderer(planes, camera, preset)
@@ -196,6 +239,8 @@ class TorchCudaAccelerated(_Accelerated):
         name = preset if isinstance(preset, str) else None
         if isinstance(preset, RenderPreset) and get_preset(preset.name) == preset:
             name = preset.name
-        if name in self._render and planes.shape[0] == 1:
-            return self._render[name](planes, camera)
+        size = padded_size({b: None for p, b in self._render if p == name}, planes.shape[0])
+        if size is not None:
+            out = self._render[(name, size)](pad_rows(planes, size), pad_rows(camera, size))
+            return {k: v[: planes.shape[0]] for k, v in out.items()}
         return self._render_eager(planes, camera, preset)

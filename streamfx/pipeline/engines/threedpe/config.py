@@ -30,6 +30,10 @@ class ThreeDPEConfig:
     max_yaw_deg: float = 45.0            # render poses are clamped to what the model supports
     max_pitch_deg: float = 30.0
     presets_best_first: tuple[str, ...] = ("full", "balanced", "fast", "fastest")
+    # several callers per GPU (streamfx.runtime.batching): None = 4 ms on a GPU, off on the CPU; 0 = off
+    batch_window_ms: float | None = None
+    max_batch: int = 8
+    frame_budget_ms: float = 40.0        # a frame whose budget leaves no time to wait goes alone
     styles_dir: Path | None = None       # named styles (default: streamfx.pipeline.styles.default_styles_dir())
     quality: QualityConfig = field(default_factory=QualityConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
@@ -38,7 +42,17 @@ class ThreeDPEConfig:
     @classmethod
     def from_options(cls, options: EngineOptions) -> "ThreeDPEConfig":
         return cls(device=options.device, backend=options.backend, threads=options.threads, offline=options.offline,
-                   keyframe_every=options.keyframe_every, random_weights_seed=options.random_weights_seed)
+                   keyframe_every=options.keyframe_every, random_weights_seed=options.random_weights_seed,
+                   batch_window_ms=options.batch_window_ms)
+
+    @property
+    def batch_window(self) -> float:
+        """The batching window in ms; 0 when frames are not batched (CPU default, offline)."""
+        if self.offline:
+            return 0.0
+        if self.batch_window_ms is not None:
+            return self.batch_window_ms
+        return 4.0 if self.device.split(":")[0] == "cuda" else 0.0
 
     @property
     def keyframe_worker(self) -> bool:

@@ -71,10 +71,19 @@ class ThreeDPEEngine(Engine):
                 model = threedpe.from_state(random_state_dicts(config.random_weights_seed), device=weights_device)
             else:
                 model = threedpe.load(config.weights, device=weights_device)
+        window = config.batch_window
         self.model = load_accelerated(model, backend, config.presets_best_first, threads=config.threads,
-                                      device=self.device)
+                                      device=self.device, max_batch=config.max_batch if window > 0 else 1)
         if hasattr(self.model, "capture"):  # CUDA graphs, once, before any call starts
-            self.model.capture(_progress_line)
+            from ....runtime.batching import batch_sizes_for
+
+            self.model.capture(_progress_line, batch_sizes_for(config.max_batch) if window > 0 else (1,))
+        if window > 0:  # several callers per GPU: their frames share batches
+            from ....runtime.batching import BatchConfig, BatchedModel, FrameBatcher
+            from ....runtime.streams import stream_ops_for
+
+            batcher = FrameBatcher(self.model, BatchConfig(window, config.max_batch), stream_ops_for(self.device))
+            self.model = BatchedModel(self.model, batcher)
         self.backend = getattr(self.model, "backend", backend)
         self.runtime = {**self.model.describe(), "device": str(self.device)}
 
@@ -85,8 +94,27 @@ class ThreeDPEEngine(Engine):
         return ["auto", *self.config.presets_best_first]
 
     def info(self) -> dict:
-        return {**super().info(), "backend": self.backend, "device": str(self.device),
+        info = {**super().info(), "backend": self.backend, "device": str(self.device),
                 "precision": self.runtime["precision"], "precision_stages": self.runtime["stages"]}
+        if hasattr(self.model, "batcher"):
+            info["batching"] = self.model.batcher.stats()
+        return info
+
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor, deadline: float | None = None) -> torch.Tensor:
+        """Planes of one crop; batched with other callers' crops when batching is on."""
+        if hasattr(self.model, "batcher"):
+            return self.model.encode(x, tokens, deadline=deadline)
+        return self.model.encode(x, tokens)
+
+    def render(self, planes: torch.Tensor, camera: torch.Tensor, preset, deadline: float | None = None) -> dict:
+        """A render of one caller's planes; batched with other callers' when batching is on."""
+        if hasattr(self.model, "batcher"):
+            return self.model.render(planes, camera, preset, deadline=deadline)
+        return self.model.render(planes, camera, preset)
+
+    def close(self) -> None:
+        if hasattr(self.model, "batcher"):
+            self.model.close()
 
     def tokens_for(self, prompt: Prompt) -> torch.Tensor:
         """Reference tokens, computed once per prompt key and shared by all callers."""
@@ -120,6 +148,7 @@ class ThreeDPESession(EngineSession):
         self.gpu = GpuFrames(engine.device) if engine.device.type == "cuda" else None
         self._crop_t: torch.Tensor | None = None   # GPU: this frame's crop on the device (uint8)
         self._x_t: torch.Tensor | None = None      # GPU: the same as the encoder's input
+        self._deadline: float | None = None        # this frame's budget ends (monotonic s), for batching
 
     # -- prompts ------------------------------------------------------------------------
     def set_prompt(self, prompt: Prompt | None) -> None:
@@ -155,7 +184,7 @@ class ThreeDPESession(EngineSession):
             x = self._x_t
         else:
             x = threedpe.prepare_input(crop)
-        planes = self.engine.model.encode(x, self._tokens_for(crop)).float()
+        planes = self.engine.encode(x, self._tokens_for(crop), self._deadline).float()
         if epoch != self._smoothed_epoch:
             self.smoother.reset()
             self._smoothed_epoch = epoch
@@ -191,6 +220,7 @@ class ThreeDPESession(EngineSession):
 
     def _process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
         start = time.perf_counter()
+        self._deadline = time.monotonic() + self.engine.config.frame_budget_ms / 1e3
         self.frame_index += 1
         self._set_strength(controls.strength)
         with timer.stage("track"):
@@ -221,7 +251,7 @@ class ThreeDPESession(EngineSession):
         pitch = float(np.clip(pitch, -cfg.max_pitch_deg, cfg.max_pitch_deg))
         camera = torch.from_numpy(label_from_degrees(yaw, pitch)).float()[None]
         with timer.stage("render"):
-            image = self.engine.model.render(planes, camera, self.quality.current)["image"]
+            image = self.engine.render(planes, camera, self.quality.current, self._deadline)["image"]
         with timer.stage("composite"):
             if self.gpu is not None and self._crop_t is not None:
                 out = self.gpu.paste(frame, image, self._crop_t, aligned)
