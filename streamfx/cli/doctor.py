@@ -90,7 +90,8 @@ def collect(args: argparse.Namespace) -> dict:
                      "mesh": "real time: about 13-17 ms per frame on 2 cores (tracking ~7 ms of it)",
                      "overlay": "real time: about 2 ms per frame"},
         "defaults": {"threads": f"all {cores_default} cores (--threads N)", "max_fps": "none (--max-fps F)",
-                     "max_callers": 4},
+                     "max_callers": "measured: callers are admitted while their measured CPU cost fits "
+                                    "(--max-callers N caps it)"},
         "advice": advice(caps, plan, weights is not None, importlib.util.find_spec("openvino") is not None,
                          threads, caps.cpu.cores),
     }

@@ -1,7 +1,10 @@
-"""The aiohttp application: the page, ``/offer`` signaling, ``/ws`` control, ``/api/info``.
+"""The aiohttp application: the page, ``/offer`` signaling, ``/ws`` control, ``/api/info``,
+``/healthz`` and ``/metrics``.
 
 Every handler answers bad input with a 4xx and a one-line reason; an unexpected failure
-in one caller closes that caller only.
+in one caller closes that caller only. Nothing slow runs on the event loop (its lag is
+measured: :mod:`.loop_monitor`); callers are admitted by measured cost (:mod:`.admission`);
+requests whose ``Host`` is not a name this server is bound to are refused (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from .. import log
 from ..pipeline.engine import Engine
 from ..pipeline.select import build_engine
 from . import control, ice
+from . import metrics
+from .admission import Admission
 from .config import ServerConfig
-from .peers import Caller, CallerRegistry
-from .security import RateLimiter, origin_ok, request_token, token_ok
+from .loop_monitor import LoopMonitor
+from .peers import Caller, CallerRegistry, Executors
+from .security import RateLimiter, host_ok, origin_ok, request_token, token_ok
 from .tracks import FilteredTrack
 
 logger = log.get(__name__)
@@ -34,10 +40,37 @@ class ServerState:
     def __init__(self, config: ServerConfig, engine: Engine | None) -> None:
         self.config = config
         self.executor = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="streamfx-frame")
-        self.registry = CallerRegistry(config.limits.max_callers)
+        self.executors = Executors(
+            frames=self.executor,
+            prompts=ThreadPoolExecutor(max_workers=max(1, config.prompt_workers), thread_name_prefix="streamfx-prompt"),
+            sessions=ThreadPoolExecutor(max_workers=max(1, config.session_workers), thread_name_prefix="streamfx-session"))
+        self.registry = CallerRegistry()
+        self.admission = Admission(config.limits.max_callers)
+        self.loop_monitor = LoopMonitor()
+        self.allowed_hosts = allowed_host_names(config)
+        self.websockets: dict[str, int] = {}   # open /ws connections per client address
         self.engine = engine
         self.engine_error: str | None = None
         self.loading: asyncio.Task | None = None
+        self.background: list[asyncio.Task] = []
+        self.opening = 0                       # admitted callers whose session is still opening
+
+    def refusal(self) -> str | None:
+        """Why one more caller cannot be admitted now (None: it can)."""
+        present = len(self.registry.callers) + self.opening
+        if not self.config.limits.admit_by_cost:
+            limit = self.config.limits.max_callers
+            return None if limit is None or present < limit else f"server is full ({limit} callers)"
+        return self.admission.refusal(present)
+
+    def capacity(self) -> int | None:
+        return self.admission.capacity() if self.config.limits.admit_by_cost else self.config.limits.max_callers
+
+    async def observe(self) -> None:
+        """Once a second: feed admission its measurement."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.admission.observe(len(self.registry.callers))
 
     async def load_engine(self) -> None:
         if self.engine is not None:
@@ -51,6 +84,27 @@ class ServerState:
             self.engine_error = f"{type(exc).__name__}: {exc}"
             logger.error("engine failed to load", extra={"error": self.engine_error})
 
+    def shutdown_executors(self) -> None:
+        for pool in (self.executors.frames, self.executors.prompts, self.executors.sessions):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def allowed_host_names(config: ServerConfig) -> frozenset[str]:
+    """The ``Host`` names that reach this server legitimately: the bound address (every local
+    address and name for 0.0.0.0 / ::), the loopback names for a loopback bind, ``--allow-host``."""
+    import socket
+
+    names = {config.host.lower(), *(h.lower() for h in config.allowed_hosts)}
+    loopback = {"localhost", "127.0.0.1", "::1"}
+    if config.host in ("0.0.0.0", "::", ""):
+        from .tls import reachable_addresses
+
+        names |= loopback | {socket.gethostname().lower(), socket.getfqdn().lower()}
+        names |= {a.lower() for a in reachable_addresses()}
+    elif not config.exposed:
+        names |= loopback
+    return frozenset(names)
+
 
 class HttpError(Exception):
     """Raised by handlers; :func:`errors_as_json` turns it into ``{"error": reason}``."""
@@ -63,16 +117,29 @@ class HttpError(Exception):
 @web.middleware
 async def errors_as_json(request: web.Request, handler):
     try:
+        if not host_ok(request, request.app[STATE].allowed_hosts):
+            raise HttpError(421, "this server does not answer to that Host name (use --allow-host NAME to add it)")
         return await handler(request)
     except HttpError as exc:
         return web.json_response({"error": str(exc)}, status=exc.status)
 
 
-def _guard(request: web.Request) -> tuple[ServerConfig, ServerState]:
+def _guard(request: web.Request, admin: bool = False) -> tuple[ServerConfig, ServerState]:
+    """Origin and token checks. ``admin``: the admin token (everyone's stats, /metrics); without
+    one configured, admin routes are open only where callers need no token either."""
     config, state = request.app[CONFIG], request.app[STATE]
     if not origin_ok(request, config.allowed_origins):
         raise HttpError(403, "origin not allowed")
-    if not token_ok(config.token, request_token(request)):
+    given = request_token(request)
+    if admin:
+        if config.admin_token is not None:
+            if not token_ok(config.admin_token, given):
+                raise HttpError(401, "this needs the admin token")
+        elif config.caller_tokens:
+            raise HttpError(403, "no admin token is configured (--admin-token)")
+        return config, state
+    accepted = config.caller_tokens + ((config.admin_token,) if config.admin_token and config.caller_tokens else ())
+    if not token_ok(accepted, given):
         raise HttpError(401, "missing or wrong token")
     return config, state
 
@@ -85,15 +152,38 @@ async def index(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _engine_state(state: ServerState) -> str:
+    if state.engine is not None:
+        return "ready"
+    return "failed" if state.engine_error else "loading"
+
+
 async def info(request: web.Request) -> web.Response:
     _, state = _guard(request)
     if state.engine is None:
-        body = {"state": "failed" if state.engine_error else "loading", "error": state.engine_error}
+        body = {"state": _engine_state(state), "error": state.engine_error}
     else:
         body = {"state": "ready", **state.engine.info()}
     body["callers"] = len(state.registry.callers)
-    body["max_callers"] = state.registry.max_callers
+    body["capacity"] = state.capacity()
+    body["max_callers"] = state.config.limits.max_callers
+    body["loop_lag_ms"] = state.loop_monitor.p99_ms()
     return web.json_response(body)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for load balancers: no token, no details."""
+    state = request.app[STATE]
+    healthy = state.engine_error is None
+    return web.Response(text="ok" if healthy else "unhealthy", status=200 if healthy else 503)
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    _, state = _guard(request, admin=True)
+    text = metrics.render((c.summary() for c in state.registry.callers.values()), state.capacity(),
+                          state.loop_monitor.p99_ms(), _engine_state(state))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
 
 
 async def offer(request: web.Request) -> web.Response:
@@ -115,11 +205,17 @@ async def offer(request: web.Request) -> web.Response:
         raise HttpError(400, 'body must be JSON {"sdp": "<offer SDP>", "type": "offer"}')
     if state.engine is None:
         raise HttpError(503, state.engine_error or "engine is still loading; retry shortly")
-    if state.registry.full:
-        raise HttpError(503, f"server is full ({limits.max_callers} callers)")
+    reason = state.refusal()
+    if reason is not None:
+        raise HttpError(503, reason)
 
-    caller = Caller(RTCPeerConnection(ice.rtc_configuration(config.ice_servers)), state.engine, config,
-                    state.executor)
+    state.opening += 1
+    try:
+        caller = await Caller.open(RTCPeerConnection(ice.rtc_configuration(config.ice_servers)), state.engine,
+                                   config, state.executors)
+    finally:
+        state.opening -= 1
+    caller.extra_stats = lambda: {"loop_lag_ms": state.loop_monitor.p99_ms()}
     state.registry.add(caller)
     try:
         await _connect(caller, state, RTCSessionDescription(sdp=sdp, type="offer"))
@@ -128,7 +224,20 @@ async def offer(request: web.Request) -> web.Response:
         logger.info("offer rejected", extra={"error": str(exc)})
         raise HttpError(400, f"could not use the offer: {str(exc).splitlines()[0][:200] or type(exc).__name__}") from None
     local = caller.pc.localDescription
+    _keep(state, asyncio.ensure_future(_drop_if_unconnected(caller, state)))
     return web.json_response({"sdp": local.sdp, "type": local.type, "caller": caller.id})
+
+
+def _keep(state: ServerState, task: asyncio.Task) -> None:
+    state.background = [t for t in state.background if not t.done()] + [task]
+
+
+async def _drop_if_unconnected(caller: Caller, state: ServerState) -> None:
+    """An answered offer that never connects frees its slot after ``connect_timeout_s``."""
+    await asyncio.sleep(state.config.limits.connect_timeout_s)
+    if caller.id in state.registry.callers and caller.pc.connectionState != "connected":
+        logger.info("caller never connected; dropped", extra={"caller": caller.id, "state": caller.pc.connectionState})
+        await state.registry.remove(caller)
 
 
 async def _connect(caller: Caller, state: ServerState, description: RTCSessionDescription) -> None:
@@ -164,20 +273,41 @@ async def _connect(caller: Caller, state: ServerState, description: RTCSessionDe
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    config, state = _guard(request)
+    """Control of one caller (``?caller=ID``, its token), or with the admin token every
+    caller's stats. Connections are limited per client address and in total."""
+    caller_id = request.query.get("caller")
+    config, state = _guard(request, admin=not caller_id)
     limits = config.limits
-    caller = state.registry.callers.get(request.query.get("caller", ""))
-    if request.query.get("caller") and caller is None:
+    caller = state.registry.callers.get(caller_id or "")
+    if caller_id and caller is None:
         raise HttpError(404, "no such caller")
-    ws = web.WebSocketResponse(max_msg_size=limits.max_control_bytes, heartbeat=20.0)
-    await ws.prepare(request)
-    limiter = RateLimiter(limits.control_rate_per_s, limits.control_burst)
+    address = request.remote or "?"
+    if sum(state.websockets.values()) >= limits.ws_total:
+        raise HttpError(503, f"too many WebSocket connections ({limits.ws_total} open)")
+    if state.websockets.get(address, 0) >= limits.ws_per_address:
+        raise HttpError(429, f"too many WebSocket connections from this address ({limits.ws_per_address} open)")
+    state.websockets[address] = state.websockets.get(address, 0) + 1
+    try:
+        ws = web.WebSocketResponse(max_msg_size=limits.max_control_bytes, heartbeat=20.0)
+        await ws.prepare(request)
+        await _serve_socket(ws, caller, state)
+    finally:
+        state.websockets[address] -= 1
+        if not state.websockets[address]:
+            del state.websockets[address]
+    return ws
+
+
+async def _serve_socket(ws: web.WebSocketResponse, caller: Caller | None, state: ServerState) -> None:
+    limits = state.config.limits
+    limiter = caller.limiter if caller is not None else RateLimiter(limits.control_rate_per_s, limits.control_burst)
 
     def send(text: str) -> None:
         if not ws.closed:
             asyncio.ensure_future(ws.send_str(text))
 
     pusher = None
+    handling: set[asyncio.Task] = set()
     if caller is not None:
         caller.listeners.add(send)
     else:
@@ -187,7 +317,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if msg.type != WSMsgType.TEXT:
                 send(control.encode("error", message="only text (JSON) messages are accepted"))
             elif caller is not None:
-                await caller.handle(msg.data, send, limiter)
+                # Not awaited: the next message is read at once, so a newer prompt can replace a
+                # waiting one. The caller's limiter (shared with its data channel) bounds the tasks.
+                task = asyncio.ensure_future(caller.handle(msg.data, send))
+                handling.add(task)
+                task.add_done_callback(handling.discard)
+            elif not limiter.allow():
+                send(control.encode("error", message="too many control messages; slow down"))
             else:
                 send(control.encode("info", **(state.engine.info() if state.engine else {"state": "loading"}),
                                     callers=list(state.registry.callers)))
@@ -196,7 +332,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             caller.listeners.discard(send)
         if pusher is not None:
             pusher.cancel()
-    return ws
+        for task in handling:
+            task.cancel()
 
 
 async def _push_server_stats(state: ServerState, send) -> None:
@@ -215,14 +352,19 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
 
     async def on_startup(app: web.Application) -> None:
         state.loading = asyncio.ensure_future(state.load_engine())
+        state.loop_monitor.start()
+        _keep(state, asyncio.ensure_future(state.observe()))
 
     async def on_shutdown(app: web.Application) -> None:
         if state.loading is not None:
             state.loading.cancel()
+        for task in state.background:
+            task.cancel()
+        state.loop_monitor.stop()
         await state.registry.close_all()
 
     async def on_cleanup(app: web.Application) -> None:
-        state.executor.shutdown(wait=True, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, state.shutdown_executors)
         if state.engine is not None:
             state.engine.close()
 
@@ -231,6 +373,8 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
     app.on_cleanup.append(on_cleanup)
     app.router.add_get("/", index)
     app.router.add_get("/api/info", info)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_text)
     app.router.add_post("/offer", offer)
     app.router.add_get("/ws", websocket)
     app.router.add_static("/client/", config.web_root, show_index=False)

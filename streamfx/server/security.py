@@ -1,4 +1,4 @@
-"""Access control: the token, the Origin check and a per-connection rate limit."""
+"""Access control: tokens (callers' and the admin's), the Origin and Host checks, rate limits."""
 
 from __future__ import annotations
 
@@ -22,10 +22,31 @@ def request_token(request: web.Request) -> str | None:
             or request.cookies.get("streamfx_token"))
 
 
-def token_ok(expected: str | None, given: str | None) -> bool:
-    if expected is None:
+def token_ok(expected: str | None | tuple[str, ...], given: str | None) -> bool:
+    """``given`` matches the token, or one of the tokens (none configured: everyone passes)."""
+    if expected is None or expected == ():
         return True
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    accepted = (expected,) if isinstance(expected, str) else expected
+    if given is None:
+        return False
+    # compare against every token, so the time taken does not say which one was close
+    return any([hmac.compare_digest(t.encode(), given.encode()) for t in accepted])
+
+
+def host_name(host_header: str) -> str:
+    """``Host`` without its port, lower case (``[::1]:8080`` -> ``::1``)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_ok(request: web.Request, allowed: frozenset[str]) -> bool:
+    """DNS rebinding: a page on another origin whose name resolves to this machine sends its
+    own name as ``Host``; only the names this server is bound to (and ``--allow-host``) pass.
+    Requests without ``Host`` (HTTP/1.0 scripts) are not a browser and pass."""
+    header = request.headers.get("Host")
+    return header is None or host_name(header) in allowed
 
 
 def origin_ok(request: web.Request, extra_allowed: tuple[str, ...]) -> bool:

@@ -82,6 +82,7 @@ async def test_websocket_control_and_bad_messages(server_factory, client_factory
     async with websockets.connect(ws_url) as ws:
         await ws.send(json.dumps({"type": "prompt", "image": "data:image/png;base64,"
                                   + base64.b64encode(b"definitely not an image").decode()}))
+        await asyncio.sleep(0.2)  # (a prompt sent while this one still waited would replace it)
         await ws.send(json.dumps({"type": "prompt", "text": "inverted"}))  # fuzzy preset match
         await ws.send(json.dumps({"type": "strength", "value": 7}))
         replies = []
@@ -102,17 +103,21 @@ async def test_websocket_control_and_bad_messages(server_factory, client_factory
 
 
 async def test_websocket_unknown_caller_and_token(server_factory):
-    server = await server_factory(engine=OverlayEngine(), token="t")
+    """A caller's socket needs a caller token; the socket without a caller, which sees every
+    caller's stats, needs the admin token, and a caller token is not one."""
+    server = await server_factory(engine=OverlayEngine(), token="t", admin_token="a")
     ws_base = server.base.replace("http", "ws")
+    for query, status in (("", 401), ("?token=t", 401), ("?token=t&caller=nobody", 404)):
+        with pytest.raises(websockets.InvalidStatus) as exc:
+            async with websockets.connect(f"{ws_base}/ws{query}"):
+                pass
+        assert exc.value.response.status_code == status, query
+    unset = await server_factory(engine=OverlayEngine(), token="t")
     with pytest.raises(websockets.InvalidStatus) as exc:
-        async with websockets.connect(f"{ws_base}/ws"):
+        async with websockets.connect(f"{unset.base.replace('http', 'ws')}/ws?token=t"):
             pass
-    assert exc.value.response.status_code == 401
-    with pytest.raises(websockets.InvalidStatus) as exc:
-        async with websockets.connect(f"{ws_base}/ws?token=t&caller=nobody"):
-            pass
-    assert exc.value.response.status_code == 404
-    async with websockets.connect(f"{ws_base}/ws?token=t") as ws:
+    assert exc.value.response.status_code == 403 and b"admin token" in exc.value.response.body
+    async with websockets.connect(f"{ws_base}/ws?token=a") as ws:
         await ws.send(json.dumps({"type": "hello"}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert reply["type"] == "info" and reply["engine"] == "overlay"
