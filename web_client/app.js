@@ -5,15 +5,54 @@ const $ = (id) => document.getElementById(id);
 const state = {
   pc: null, channel: null, stream: null, sendStream: null, serverStats: null,
   rtt: [], framesReceived: 0, connection: "idle", info: null, errors: [], acks: [],
+  notices: [],  // what the notice bar shows: {text, kind, count}, the last MAX_NOTICES
 };
 window.streamfx = state;  // read by tests and benchmarks
 
 // ---------------------------------------------------------------- notices and badges
+// The notice bar keeps the last MAX_NOTICES messages; a message repeated back to back is
+// shown once with a count ("x3"), so a retry loop or a chatty server cannot grow the page.
+// notice("") clears the bar. state.errors keeps the last MAX_NOTICES error texts the same way.
+const MAX_NOTICES = 5;
+function remember(list, text) {
+  const last = list[list.length - 1];
+  if (last && last.text === text) { last.count++; return false; }
+  list.push({ text, count: 1 });
+  if (list.length > MAX_NOTICES) list.splice(0, list.length - MAX_NOTICES);
+  return true;
+}
+const errorLog = [];  // {text, count} behind state.errors
+function recordError(text) {
+  remember(errorLog, text);
+  state.errors = errorLog.map((e) => e.text);
+}
 function notice(text, kind = "error") {
+  if (!text) state.notices = [];
+  else {
+    state.notices = state.notices.filter((n) => n.kind !== "info");  // an info line is replaced by what follows it
+    const last = state.notices[state.notices.length - 1];
+    if (last && last.text === text && last.kind === kind) last.count++;
+    else state.notices.push({ text, kind, count: 1 });
+    if (state.notices.length > MAX_NOTICES) state.notices.splice(0, state.notices.length - MAX_NOTICES);
+  }
+  renderNotices();
+}
+function renderNotices() {
   const el = $("notice");
-  el.hidden = !text;
-  el.textContent = text || "";
-  el.className = "notice" + (kind === "info" ? " info" : "");
+  el.hidden = state.notices.length === 0;
+  el.replaceChildren(...state.notices.map((n) => {
+    const line = document.createElement("div");
+    line.className = "notice-line" + (n.kind === "info" ? " info" : "");
+    line.textContent = n.text;
+    if (n.count > 1) {
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = "x" + n.count;
+      line.append(" ", count);
+    }
+    return line;
+  }));
+  el.className = "notice" + (state.notices.length && state.notices.every((n) => n.kind === "info") ? " info" : "");
 }
 function badge(id, text, cls) { const el = $(id); el.textContent = text; el.className = "badge " + (cls || ""); }
 function setConnection(s) {
@@ -211,10 +250,35 @@ async function stop() {
 function send(msg) {
   if (state.channel && state.channel.readyState === "open") state.channel.send(JSON.stringify(msg));
 }
-function sendPose() {
-  $("yawv").textContent = $("yaw").value + "°"; $("pitchv").textContent = $("pitch").value + "°";
-  send({ type: "pose", mode: $("pose").value, yaw: Number($("yaw").value), pitch: Number($("pitch").value) });
+// Sliders fire `input` for every step they pass; at most one message per SLIDER_MS goes out
+// (the first at once, the latest when the interval ends) and `change` sends the final value.
+const SLIDER_MS = 100;
+function throttled(makeMessage, ms = SLIDER_MS) {
+  let lastAt = -Infinity, timer = null, lastSent = null;
+  const fire = () => {
+    timer = null; lastAt = performance.now();
+    const msg = makeMessage();
+    lastSent = JSON.stringify(msg);
+    send(msg);
+  };
+  const onInput = () => {
+    if (timer) return;  // a trailing send is already due; it reads the value then
+    const wait = lastAt + ms - performance.now();
+    if (wait <= 0) fire(); else timer = setTimeout(fire, wait);
+  };
+  onInput.flush = () => {  // the final value, now, unless it is exactly what went out last
+    if (timer) { clearTimeout(timer); fire(); }
+    else if (JSON.stringify(makeMessage()) !== lastSent) fire();
+  };
+  return onInput;
 }
+function poseMessage() {
+  return { type: "pose", mode: $("pose").value, yaw: Number($("yaw").value), pitch: Number($("pitch").value) };
+}
+function showPose() { $("yawv").textContent = $("yaw").value + "°"; $("pitchv").textContent = $("pitch").value + "°"; }
+const strengthInput = throttled(() => ({ type: "strength", value: Number($("strength").value) }));
+const poseInput = throttled(poseMessage);
+function sendPose() { showPose(); send(poseMessage()); }
 function sendAllControls() {
   sendPose();
   send({ type: "quality", preset: $("quality").value || "auto" });
@@ -224,8 +288,12 @@ function sendAllControls() {
 }
 function onControlMessage(msg) {
   if (msg.type === "stats") { state.serverStats = msg; renderStats(); }
-  else if (msg.type === "error") { state.errors.push(msg.message); notice(msg.message); }
-  else if (msg.type === "ack") { state.acks.push(msg.for); if (msg.for === "prompt") notice(""); }
+  else if (msg.type === "error") { recordError(msg.message); notice(msg.message); }
+  else if (msg.type === "ack") {
+    state.acks.push(msg.for);
+    if (state.acks.length > 50) state.acks.splice(0, state.acks.length - 50);
+    if (msg.for === "prompt") notice("");
+  }
   else if (msg.type === "info") { state.info = { ...state.info, ...msg }; }
 }
 
@@ -278,8 +346,12 @@ $("view").onchange = () => { $("videos").className = $("view").value; };
 $("preset").onchange = () => send($("preset").value ? { type: "prompt", preset: $("preset").value } : { type: "prompt", clear: true });
 $("reference").onchange = (ev) => { if (ev.target.files[0]) sendReference(ev.target.files[0]); };
 $("clear").onclick = () => { $("preset").value = ""; send({ type: "prompt", clear: true }); };
-$("strength").oninput = () => send({ type: "strength", value: Number($("strength").value) });
-for (const id of ["pose", "yaw", "pitch"]) $(id).oninput = sendPose;
+$("strength").oninput = strengthInput;
+$("strength").onchange = strengthInput.flush;
+for (const id of ["pose", "yaw", "pitch"]) {
+  $(id).oninput = () => { showPose(); poseInput(); };
+  $(id).onchange = () => { showPose(); poseInput.flush(); };
+}
 $("quality").onchange = () => send({ type: "quality", preset: $("quality").value });
 $("bypass").onchange = () => send({ type: "bypass", on: $("bypass").checked });
 if (new URLSearchParams(location.search).has("measure")) $("measure").checked = true;
