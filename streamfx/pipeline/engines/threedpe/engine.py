@@ -7,6 +7,11 @@ rendered from the latest smoothed tri-planes at the live pose. Offline (files) e
 ``keyframe_every``-th frame is encoded in the frame path and the quality is fixed, so the
 output depends only on the input.
 
+Presets whose renderer graph is not built yet (graph backends) never hold up a live call:
+the session renders at the best ready preset (:func:`~.quality.stand_in`), the model builds
+the one asked for in a background thread, and the session moves to it once it is ready.
+Offline, a frame waits for the build instead, so the output never depends on timing.
+
 ``strength`` blends the reference tokens: ``own + s * (prompt - own)``, where ``own`` are the
 tokens of the caller's own crop (what 3DPE reconstructs with when there is no prompt). So
 0 is exactly the unedited reconstruction, 1 exactly the full edit, and in between the
@@ -19,6 +24,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +41,7 @@ from ...timing import StageTimer
 from .config import ThreeDPEConfig
 from .encoder_worker import EncoderWorker
 from .gpu import GpuFrames
-from .quality import AdaptiveQuality
+from .quality import AdaptiveQuality, stand_in
 from .smoothing import TriplaneSmoother
 
 logger = log.get(__name__)
@@ -58,22 +64,29 @@ class ThreeDPEEngine(Engine):
     name = "3dpe"
     description = "3DPE: 3D-aware portrait editing from a reference image, re-posed live."
 
-    def __init__(self, config: ThreeDPEConfig = ThreeDPEConfig(), model: threedpe.ThreeDPE | None = None) -> None:
+    def __init__(self, config: ThreeDPEConfig = ThreeDPEConfig(), model: threedpe.ThreeDPE | None = None,
+                 *, accelerated: Any = None) -> None:
+        """``model``: the weights (default: from ``config``). ``accelerated``: an already loaded
+        path (what :func:`load_accelerated` returns, e.g. with its own engine cache or fewer
+        presets built up front) to use instead of loading one from ``model``."""
         self.config = config
         self.styles = StyleLibrary(config.styles_dir)
         self.device = torch.device(config.device)
         backend = resolve_backend(config.backend, self.device)
         weights_device = self.device if backend == "torch-fp32" else "cpu"  # the others copy what they need
-        if model is None:
-            if config.random_weights_seed is not None:
-                from ....models.random_weights import random_state_dicts
-
-                model = threedpe.from_state(random_state_dicts(config.random_weights_seed), device=weights_device)
-            else:
-                model = threedpe.load(config.weights, device=weights_device)
         window = config.batch_window
-        self.model = load_accelerated(model, backend, config.presets_best_first, threads=config.threads,
-                                      device=self.device, max_batch=config.max_batch if window > 0 else 1)
+        if accelerated is not None:
+            self.model = accelerated
+        else:
+            if model is None:
+                if config.random_weights_seed is not None:
+                    from ....models.random_weights import random_state_dicts
+
+                    model = threedpe.from_state(random_state_dicts(config.random_weights_seed), device=weights_device)
+                else:
+                    model = threedpe.load(config.weights, device=weights_device)
+            self.model = load_accelerated(model, backend, config.presets_best_first, threads=config.threads,
+                                          device=self.device, max_batch=config.max_batch if window > 0 else 1)
         if hasattr(self.model, "capture"):  # CUDA graphs, once, before any call starts
             from ....runtime.batching import batch_sizes_for
 
@@ -112,6 +125,18 @@ class ThreeDPEEngine(Engine):
             return self.model.render(planes, camera, preset, deadline=deadline)
         return self.model.render(planes, camera, preset)
 
+    def ready_presets(self, presets: list[str]) -> list[str]:
+        """Those of ``presets`` that render without waiting for a build. A path without
+        ``ready_presets`` (``torch-cuda``) builds nothing on demand: all of them."""
+        ready = getattr(self.model, "ready_presets", None)
+        return list(presets) if ready is None else ready(presets)
+
+    def prepare(self, preset: str) -> None:
+        """Start building what ``preset`` needs in the background; returns at once."""
+        start = getattr(self.model, "prepare", None)
+        if start is not None:
+            start(preset)
+
     def close(self) -> None:
         if hasattr(self.model, "batcher"):
             self.model.close()
@@ -131,6 +156,8 @@ class ThreeDPESession(EngineSession):
         cfg = engine.config
         self.tracker = FaceTracker(cfg.face)
         self.quality = AdaptiveQuality(list(cfg.presets_best_first), cfg.quality)
+        self._rendered: str | None = None   # the preset of the latest render
+        self._building: str | None = None   # live: the preset asked for, not ready, being prepared
         self.smoother = TriplaneSmoother(cfg.smoothing)
         self._tokens: torch.Tensor | None = None          # the prompt's tokens; None = the caller's own face
         self._own_tokens: torch.Tensor | None = None
@@ -250,8 +277,10 @@ class ThreeDPESession(EngineSession):
         yaw = float(np.clip(yaw, -cfg.max_yaw_deg, cfg.max_yaw_deg))
         pitch = float(np.clip(pitch, -cfg.max_pitch_deg, cfg.max_pitch_deg))
         camera = torch.from_numpy(label_from_degrees(yaw, pitch)).float()[None]
+        preset = self.quality.current if cfg.offline else self._ready_preset(self.quality.current)
         with timer.stage("render"):
-            image = self.engine.render(planes, camera, self.quality.current, self._deadline)["image"]
+            image = self.engine.render(planes, camera, preset, self._deadline)["image"]
+        self._rendered = preset
         with timer.stage("composite"):
             if self.gpu is not None and self._crop_t is not None:
                 out = self.gpu.paste(frame, image, self._crop_t, aligned)
@@ -260,8 +289,20 @@ class ThreeDPESession(EngineSession):
         self.edited += 1
         self._render_times.append(time.monotonic())
         if not cfg.offline:
-            self.quality.record((time.perf_counter() - start) * 1e3)
+            self.quality.record((time.perf_counter() - start) * 1e3, rendered=preset)
         return out
+
+    def _ready_preset(self, wanted: str) -> str:
+        """``wanted`` when it renders without waiting for a build. Otherwise starts its build in
+        the background and returns the best ready preset instead (:func:`stand_in`); if none
+        is ready, ``wanted`` itself (the frame then waits for the build)."""
+        engine = self.engine
+        if engine.ready_presets([wanted]):
+            self._building = None
+            return wanted
+        engine.prepare(wanted)
+        self._building = wanted
+        return stand_in(wanted, self.quality.presets, engine.ready_presets(self.quality.presets)) or wanted
 
     def stats(self) -> dict:
         times = list(self._render_times)
@@ -271,7 +312,8 @@ class ThreeDPESession(EngineSession):
             "device": self.engine.runtime["device"],
             "backend": self.engine.runtime["backend"],
             "precision": self.engine.runtime["precision"],
-            "preset": self.quality.current,
+            "preset": self._rendered or self.quality.current,  # what rendered (before any frame: what will)
+            "preset_building": self._building,
             "strength": self._strength,
             "renderer_fps": round(render_fps, 1),
             "encoder_fps": round(self.worker.rate(), 2) if self.worker else round(render_fps, 1),
