@@ -76,8 +76,10 @@ def decode_data_url(url: str, limits: ReferenceLimits = ReferenceLimits()) -> by
         raise ReferenceError("reference data URL is not valid base64") from None
 
 
-def image_prompt(data: bytes, name: str = "upload", limits: ReferenceLimits = ReferenceLimits()) -> Prompt:
-    image = decode_reference(data, limits)
+def image_prompt(data: bytes, name: str = "upload", limits: ReferenceLimits = ReferenceLimits(),
+                 decoded: np.ndarray | None = None) -> Prompt:
+    """A prompt of the image ``data`` (``decoded``: its :func:`decode_reference`, made elsewhere)."""
+    image = decode_reference(data, limits) if decoded is None else decoded
     key = "image:" + hashlib.sha256(data).hexdigest()[:16]
     return Prompt(kind="image", name=name, image=image, key=key)
 

@@ -24,6 +24,7 @@ from . import control, ice
 from . import metrics
 from .admission import Admission
 from .config import ServerConfig
+from .image_decoder import ImageDecoder
 from .loop_monitor import LoopMonitor
 from .peers import Caller, CallerRegistry, Executors
 from .security import RateLimiter, host_ok, origin_ok, request_token, token_ok
@@ -43,7 +44,8 @@ class ServerState:
         self.executors = Executors(
             frames=self.executor,
             prompts=ThreadPoolExecutor(max_workers=max(1, config.prompt_workers), thread_name_prefix="streamfx-prompt"),
-            sessions=ThreadPoolExecutor(max_workers=max(1, config.session_workers), thread_name_prefix="streamfx-session"))
+            sessions=ThreadPoolExecutor(max_workers=max(1, config.session_workers), thread_name_prefix="streamfx-session"),
+            images=ImageDecoder())
         self.registry = CallerRegistry()
         self.admission = Admission(config.limits.max_callers)
         self.loop_monitor = LoopMonitor()
@@ -85,6 +87,7 @@ class ServerState:
             logger.error("engine failed to load", extra={"error": self.engine_error})
 
     def shutdown_executors(self) -> None:
+        self.executors.images.close()
         for pool in (self.executors.frames, self.executors.prompts, self.executors.sessions):
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -220,9 +223,13 @@ async def offer(request: web.Request) -> web.Response:
     try:
         await _connect(caller, state, RTCSessionDescription(sdp=sdp, type="offer"))
     except Exception as exc:  # noqa: BLE001 - malformed SDP or negotiation failure
-        await state.registry.remove(caller)
-        logger.info("offer rejected", extra={"error": str(exc)})
-        raise HttpError(400, f"could not use the offer: {str(exc).splitlines()[0][:200] or type(exc).__name__}") from None
+        try:
+            await state.registry.remove(caller)
+        except Exception:  # noqa: BLE001 - a half-built peer may fail to close; the answer is still 400
+            logger.exception("closing a rejected offer's peer failed", extra={"caller": caller.id})
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        logger.info("offer rejected", extra={"error": first_line or type(exc).__name__})
+        raise HttpError(400, f"could not use the offer: {first_line or type(exc).__name__}") from None
     local = caller.pc.localDescription
     _keep(state, asyncio.ensure_future(_drop_if_unconnected(caller, state)))
     return web.json_response({"sdp": local.sdp, "type": local.type, "caller": caller.id})
@@ -352,6 +359,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
 
     async def on_startup(app: web.Application) -> None:
         state.loading = asyncio.ensure_future(state.load_engine())
+        state.executors.images.warm()
         state.loop_monitor.start()
         _keep(state, asyncio.ensure_future(state.observe()))
 

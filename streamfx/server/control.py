@@ -74,6 +74,8 @@ def parse(text: str | bytes, max_bytes: int, reference: ReferenceLimits = Refere
         msg = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise ControlError("message is not valid JSON") from None
+    except RecursionError:
+        raise ControlError("message is nested too deeply") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ControlError('message must be a JSON object with a string "type"')
     kind = msg["type"]
@@ -123,7 +125,13 @@ def _short_string(msg: dict, key: str, max_len: int = 120) -> str:
 
 def _number(msg: dict, key: str, lo: float, hi: float, default: float | None = None) -> float:
     value = msg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ControlError(f'"{key}" must be a number')
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise ControlError(f'"{key}" must be between {lo:g} and {hi:g}') from None
+    if not math.isfinite(value):
         raise ControlError(f'"{key}" must be a number')
     if not lo <= value <= hi:
         raise ControlError(f'"{key}" must be between {lo:g} and {hi:g}')

@@ -30,6 +30,7 @@ from ..pipeline.prompts import ReferenceError, ReferenceLimits, image_prompt, pr
 from ..pipeline.styles import match_name
 from . import control
 from .config import ServerConfig
+from .image_decoder import ImageDecoder
 from .security import RateLimiter
 from .tracks import FilteredTrack
 
@@ -39,11 +40,13 @@ Send = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Executors:
-    """The server's thread pools: frames, prompt work, and session open/close."""
+    """Where work runs: frames, prompt tokens, session open/close (thread pools), and
+    reference-image decoding (a child process)."""
 
     frames: Executor
     prompts: Executor
     sessions: Executor
+    images: ImageDecoder
 
 
 class Caller:
@@ -163,7 +166,8 @@ class Caller:
         else:
             assert isinstance(command, control.SetPromptImage)
             ref_limits = ReferenceLimits(limits.max_reference_bytes, limits.max_reference_pixels)
-            prompt = await loop.run_in_executor(self.executors.prompts, image_prompt, command.data, "upload", ref_limits)
+            image = await self.executors.images.decode(command.data, ref_limits)
+            prompt = image_prompt(command.data, "upload", ref_limits, decoded=image)
         await loop.run_in_executor(self.executors.prompts, self.pipeline.set_prompt, prompt)
 
     # -- stats and lifetime ---------------------------------------------------------------
@@ -195,7 +199,10 @@ class Caller:
             self._waiting_prompt[2].set_exception(PromptError("the call closed"))
         if self.track is not None:
             self.track.stop()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception:  # noqa: BLE001 - aiortc can fail closing a half-negotiated peer; the session still closes
+            logger.warning("peer connection did not close cleanly", extra={"caller": self.id}, exc_info=True)
         # Joins the session's worker threads (the encoder may be mid-frame): never on the loop.
         await asyncio.get_running_loop().run_in_executor(self.executors.sessions, self.pipeline.close)
         logger.info("caller closed", extra={"caller": self.id})

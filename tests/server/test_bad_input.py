@@ -86,8 +86,13 @@ async def test_websocket_control_and_bad_messages(server_factory, client_factory
         await ws.send(json.dumps({"type": "prompt", "text": "inverted"}))  # fuzzy preset match
         await ws.send(json.dumps({"type": "strength", "value": 7}))
         replies = []
-        while not any(r["type"] == "stats" for r in replies):
-            replies.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+
+        def answered() -> bool:  # the image error, the strength error and the prompt's ack
+            errors = [r["message"] for r in replies if r["type"] == "error"]
+            return len(errors) >= 2 and {"type": "ack", "for": "prompt"} in replies
+
+        while not answered():
+            replies.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
         errors = [r["message"] for r in replies if r["type"] == "error"]
         assert any("not a readable image" in e for e in errors)
         assert any("between 0 and 1" in e for e in errors)
