@@ -72,7 +72,11 @@ class ServerState:
         """Once a second: feed admission its measurement."""
         while True:
             await asyncio.sleep(1.0)
-            self.admission.observe(len(self.registry.callers))
+            stats = [c.pipeline.stats for c in self.registry.callers.values()]
+            if self.config.max_fps is not None:  # paced on purpose: frames skipped by --max-fps are not lost
+                self.admission.observe(len(stats))
+            else:
+                self.admission.observe(len(stats), sum(s.frames_in for s in stats), sum(s.frames_out for s in stats))
 
     async def load_engine(self) -> None:
         if self.engine is not None:
