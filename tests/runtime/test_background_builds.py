@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from streamfx.models import random_weights, threedpe
-from streamfx.runtime.accelerated import GraphAccelerated
+from streamfx.runtime.graph_paths import GraphAccelerated
 from streamfx.runtime.base import BACKENDS, Backend, GraphSpec, Runner
 from streamfx.runtime.builder import EXPORT_VERSION, weights_digest
 from streamfx.runtime.engine_cache import CacheKey, EngineCache, file_sha256
@@ -208,7 +208,7 @@ def test_a_failed_background_build_is_logged_and_retried_later(model, cache, gat
     acc.retry_after_s = 0.5
     gate.failing.add("renderer-fast")
     records = _Records()
-    log = logging.getLogger("streamfx.runtime.accelerated")
+    log = logging.getLogger("streamfx.runtime.graph_paths")
     log.addHandler(records)
     try:
         acc.prepare("fast")
