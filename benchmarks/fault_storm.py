@@ -32,9 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.server_harness import (RESULTS, Child, HarnessCaller, Refused, ServerProcess, corrupt_images,
-                                       huge_png, machine, malformed_messages, oversized_message, percentiles,
-                                       png_bytes, prompt_image, start_caller, write_json)
+from benchmarks.server_harness import (Child, HarnessCaller, Refused, ServerProcess, add_stream_args, corrupt_images,
+                                       finish_stream_args, huge_png, machine, malformed_messages, oversized_message,
+                                       percentiles, png_bytes, prompt_image, save_results, start_caller)
 
 
 def _count(replies: list[dict]) -> dict:
@@ -345,11 +345,8 @@ def plot(data: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="mesh")
+    add_stream_args(parser)
     parser.add_argument("--callers", type=int, default=2)
-    parser.add_argument("--fps", type=float, default=15.0)
-    parser.add_argument("--size", default="320x240")
-    parser.add_argument("--source", choices=("auto", "video", "pattern"), default="auto")
     parser.add_argument("--before", type=float, default=20.0, help="seconds measured before the storm")
     parser.add_argument("--after", type=float, default=20.0, help="seconds measured after it")
     parser.add_argument("--joins", type=int, default=50)
@@ -360,19 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--removal-wait", type=float, default=40.0,
                         help="extra seconds to wait for the vanished peer's removal (ICE consent: ~30 s)")
     parser.add_argument("--quick", action="store_true", help="a smaller storm, short windows: < 1 min")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.before, args.after, args.joins = 6.0, 5.0, 4
         args.malformed, args.oversized, args.images, args.removal_wait = 40, 10, 6, 0.0
-    args.size = tuple(int(v) for v in args.size.split("x"))
-    name = "fault_storm_quick" if args.quick else "fault_storm"
-    args.json = args.json or RESULTS / f"{name}.json"
-    args.png = args.png or args.json.with_suffix(".png")
+    finish_stream_args(args, "fault_storm")
     data = asyncio.run(run(args))
-    write_json(args.json, data)
-    plot(data, args.png)
+    save_results(args, data, plot)
     s = data["summary"]
     print(f"fault storm ({args.engine}, storm {s['storm_seconds']} s):")
     for cid, r in s["fps"]["ratio"].items():

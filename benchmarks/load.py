@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.server_harness import (RESULTS, Child, ServerProcess, machine, mean, percentiles, start_caller,
-                                       write_json)
+from benchmarks.server_harness import (Child, ServerProcess, add_stream_args, finish_stream_args, machine, mean,
+                                       percentiles, save_results, start_caller)
 
 
 def _measure(callers: dict[str, Child], prober: Child, lo: float, hi: float) -> dict:
@@ -140,28 +140,19 @@ def plot(data: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="mesh")
-    parser.add_argument("--fps", type=float, default=15.0)
-    parser.add_argument("--size", default="320x240")
-    parser.add_argument("--source", choices=("auto", "video", "pattern"), default="auto")
+    add_stream_args(parser)
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured at each count")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after a caller joins before measuring")
     parser.add_argument("--max", type=int, default=12, help="stop here if the server never refuses")
     parser.add_argument("--max-callers", type=int, default=None, help="passed to the server (default: its admission)")
     parser.add_argument("--quick", action="store_true", help="--max-callers 2 (unless given), short windows: < 1 min")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.window, args.settle, args.max = 5.0, 2.0, 3
         args.max_callers = args.max_callers or 2
-    args.size = tuple(int(v) for v in args.size.split("x"))
-    name = "load_quick" if args.quick else "load"
-    args.json = args.json or RESULTS / f"{name}.json"
-    args.png = args.png or args.json.with_suffix(".png")
+    finish_stream_args(args, "load")
     data = asyncio.run(run(args))
-    write_json(args.json, data)
-    plot(data, args.png)
+    save_results(args, data, plot)
     s = data["summary"]
     print(f"load ({args.engine}): {s['admitted']} caller(s) admitted; refused: "
           f"{(s['refused'] or {}).get('status')} {(s['refused'] or {}).get('error')}")

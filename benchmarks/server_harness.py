@@ -48,7 +48,7 @@ import numpy as np
 from benchmarks.common import RESULTS, TESTDATA, machine, percentiles, write_json  # noqa: F401 (re-exported)
 
 PYTHON = sys.executable
-BITS = 10  # the frame index as 10 blocks of 24x24 (same code as tests/server/rtc_client.py)
+BITS = 10  # the frame index as 10 blocks of 24x24 (tests/server/rtc_client.py uses the same code)
 VIDEO = TESTDATA / "video" / "head_turn_1.mp4"
 
 
@@ -304,8 +304,33 @@ async def start_caller(base: str, log_dir: Path, index: int, fps: float, size: t
     return child, event
 
 
+# -- the command line shared by soak, fault_storm and load ------------------------------------
+def add_stream_args(parser: argparse.ArgumentParser) -> None:
+    """--engine, --fps, --size, --source (what the callers stream) and --json, --png (the results)."""
+    parser.add_argument("--engine", default="mesh")
+    parser.add_argument("--fps", type=float, default=15.0, help="each caller's camera rate")
+    parser.add_argument("--size", default="320x240")
+    parser.add_argument("--source", choices=("auto", "video", "pattern"), default="auto")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--png", type=Path, default=None)
+
+
+def finish_stream_args(args: argparse.Namespace, name: str) -> None:
+    """``--size`` as (w, h); results as ``benchmarks/results/NAME[_quick].json`` and ``.png`` by default."""
+    args.size = tuple(int(v) for v in args.size.split("x"))
+    args.json = args.json or RESULTS / f"{name}{'_quick' if args.quick else ''}.json"
+    args.png = args.png or args.json.with_suffix(".png")
+
+
+def save_results(args: argparse.Namespace, data: dict, plot: Callable[[dict, Path], None]) -> None:
+    write_json(args.json, data)
+    plot(data, args.png)
+
+
 # -- frames: the stamped camera -----------------------------------------------------------------
 def stamp(frame: np.ndarray, index: int) -> None:
+    """Write ``index`` into the top-left of ``frame`` as 10 blocks of 24x24 (inside a 16 px border),
+    big enough to survive VP8."""
     for bit in range(BITS):
         frame[24:48, 24 + 24 * bit:48 + 24 * bit] = 255 if (index >> bit) & 1 else 0
 

@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.server_harness import (RESULTS, Child, ServerProcess, machine, mean, percentiles, start_caller,
-                                       write_json)
+from benchmarks.server_harness import (Child, ServerProcess, add_stream_args, finish_stream_args, machine, mean,
+                                       percentiles, save_results, start_caller)
 
 LATENCY_SLACK_MS = 1.0
 
@@ -223,28 +223,19 @@ async def soak(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_stream_args(parser)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--engine", default="mesh")
-    parser.add_argument("--fps", type=float, default=15.0, help="each caller's camera rate")
-    parser.add_argument("--size", default="320x240")
-    parser.add_argument("--source", choices=("auto", "video", "pattern"), default="auto")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--max-callers", type=int, default=None, help="passed to the server (default: its own)")
     parser.add_argument("--quick", action="store_true", help="30 s, 2 callers, 2 s samples: a smoke check (< 1 min)")
     parser.add_argument("--progress", action="store_true", help="print each sample")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.minutes, args.interval, args.callers = 0.5, 2.0, min(args.callers, 2)
-    args.size = tuple(int(v) for v in args.size.split("x"))
-    name = "soak_quick" if args.quick else "soak"
-    args.json = args.json or RESULTS / f"{name}.json"
-    args.png = args.png or args.json.with_suffix(".png")
+    finish_stream_args(args, "soak")
     data = asyncio.run(soak(args))
-    write_json(args.json, data)
-    plot(data, args.png)
+    save_results(args, data, plot)
     s = data["summary"]
     print(f"soak: {len(data['series'])} samples over {args.minutes:g} min, {args.callers} callers, engine {args.engine}")
     if "rss" in s:

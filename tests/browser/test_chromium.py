@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("STREAMFX_CHROMIUM", "/usr/bin/chromium")
-
-pytestmark = pytest.mark.browser
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing; .ci/run installs it (apt-get install -y chromium)")
-    pytestmark = [pytest.mark.browser, pytest.mark.skip(reason=f"{CHROMIUM} not installed (apt-get install -y chromium)")]
+from browser_env import ROOT, pytestmark  # noqa: F401 (pytestmark marks this module)
 
 
 def test_page_streams_through_server_in_chromium(tmp_path):

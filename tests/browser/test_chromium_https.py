@@ -26,16 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("STREAMFX_CHROMIUM", "/usr/bin/chromium")
-
-pytestmark = pytest.mark.browser
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing; .ci/run installs it (apt-get install -y chromium)")
-    pytestmark = [pytest.mark.browser, pytest.mark.skip(reason=f"{CHROMIUM} not installed (apt-get install -y chromium)")]
+from browser_env import CHROMIUM, ROOT, pytestmark  # noqa: F401 (pytestmark marks this module)
 
 
 # ---------------------------------------------------------------------------- the scenario

@@ -14,24 +14,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from benchmarks.server_harness import BITS, read_stamp, stamp  # noqa: F401 (used by the tests)
 from streamfx.server import ice
 
-BITS = 10  # frame index coded as big black/white blocks, robust to VP8
-
-
-def stamp(frame: np.ndarray, index: int) -> None:
-    """Write ``index`` into the top-left of ``frame`` as 10 blocks of 24x24 (inside the 16 px border)."""
-    for bit in range(BITS):
-        on = (index >> bit) & 1
-        frame[24:48, 24 + 24 * bit:48 + 24 * bit] = 255 if on else 0
-
-
-def read_stamp(frame: np.ndarray) -> int:
-    value = 0
-    for bit in range(BITS):
-        if frame[30:42, 30 + 24 * bit:42 + 24 * bit].mean() > 127:
-            value |= 1 << bit
-    return value
 
 
 class PatternTrack(VideoStreamTrack):
