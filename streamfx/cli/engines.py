@@ -5,7 +5,12 @@
   renderer per preset to ONNX (static shapes, opset 17), builds them for the backend
   (TensorRT: FP16 engines with a timing cache), checks each against PyTorch, and records
   them in ``engines/manifest.json``. Already built graphs are reused.
-* ``streamfx engines list`` shows what the manifest holds.
+* ``streamfx engines list`` shows what the manifest holds, the folder's size and its cap.
+* ``streamfx engines prune [--max-size SIZE] [--keep-weights SHA | --all] [--dry-run]`` drops
+  entries whose file is gone, deletes files no entry owns (older than an hour) and then the
+  least recently used artefacts until the folder fits the cap (``$STREAMFX_ENGINES_MAX_GB``
+  GiB, default 8). ``--keep-weights`` first removes what other weights built; ``--all`` empties
+  the cache (README.md stays).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("engines", help="build and list exported 3DPE graphs (ONNX/OpenVINO/TensorRT)")
+    parser = subparsers.add_parser("engines", help="build, list and prune exported 3DPE graphs (ONNX/OpenVINO/TensorRT)")
     sub = parser.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
 
     build = sub.add_parser("build", help="export, build and verify the 3DPE graphs for a backend")
@@ -46,6 +51,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls = sub.add_parser("list", help="list the built graphs in the engine cache")
     ls.add_argument("--engines-dir", type=Path, default=None, help="engine cache folder (default: engines/)")
     ls.set_defaults(func=run_list)
+
+    prune = sub.add_parser("prune", help="remove stale, orphaned and least-recently-used engines")
+    prune.add_argument("--max-size", default=None, metavar="SIZE",
+                       help="size cap: bytes or 500M, 8G, 2.5G (binary units; default: $STREAMFX_ENGINES_MAX_GB "
+                            "GiB, else 8 GiB; with STREAMFX_ENGINES_MAX_GB=0 only stale files go)")
+    which = prune.add_mutually_exclusive_group()
+    which.add_argument("--keep-weights", action="append", default=None, metavar="SHA",
+                       help="first remove everything not built from these weights (a digest prefix from "
+                            "`streamfx engines list`; repeatable: each graph part has its own digest)")
+    which.add_argument("--all", action="store_true", help="empty the cache (README.md stays)")
+    prune.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    prune.add_argument("--engines-dir", type=Path, default=None, help="engine cache folder (default: engines/)")
+    prune.set_defaults(func=run_prune)
 
 
 def _load_model(args: argparse.Namespace):
@@ -127,19 +145,92 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_list(args: argparse.Namespace) -> int:
+def _cache(args: argparse.Namespace):
     from ..runtime.engine_cache import EngineCache
 
-    cache = EngineCache(args.engines_dir) if args.engines_dir else EngineCache()
+    return EngineCache(args.engines_dir) if args.engines_dir else EngineCache()
+
+
+def _env_cap() -> int | None:
+    from ..runtime.engine_cache import max_bytes_from_env
+
+    try:
+        return max_bytes_from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _cap_text(cap: int | None) -> str:
+    from ..runtime.engine_cache import MAX_GB_ENV, human_size
+
+    return f"cap {human_size(cap)}" if cap is not None else f"no cap ({MAX_GB_ENV}=0)"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from ..runtime.engine_cache import MAX_GB_ENV, human_size, weights_of
+
+    cache = _cache(args)
+    cap = _env_cap()
     entries = cache.manifest().get("entries", {})
+    total = sum(p.stat().st_size for p in cache.root.iterdir() if p.is_file())
+    footer = f"size: {human_size(total)}, {_cap_text(cap)} (set by {MAX_GB_ENV}; `streamfx engines prune` enforces it)"
     if not entries:
         print(f"no engines built in {cache.root} (run: streamfx engines build)")
+        print(footer)
         return 0
+    weights = weights_of(entries)
+    print(f"{'graph':<20} {'kind':<12} {'size':>11}  {'built':<19}  {'last used':<16}  {'weights':<12}  fingerprint")
     for slug, entry in sorted(entries.items(), key=lambda kv: (kv[1]["key"]["graph"], kv[1]["key"]["backend"])):
         key = entry["key"]
         path = cache.root / entry["file"]
-        size = f"{path.stat().st_size / 2**20:7.1f} MiB" if path.exists() else "  missing  "
+        exists = path.exists()
+        size = f"{path.stat().st_size / 2**20:7.1f} MiB" if exists else "  missing  "
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path))) if exists else "-"
         kind = "onnx export" if key["backend"] == "onnx" else key["backend"]
-        print(f"{key['graph']:<20} {kind:<12} {size}  {entry.get('built', '?')}  {key['fingerprint']}")
+        print(f"{key['graph']:<20} {kind:<12} {size}  {entry.get('built', '?'):<19}  {used:<16}  "
+              f"{(weights[slug] or '?')[:12]:<12}  {key['fingerprint']}")
     print(f"manifest: {cache.manifest_path} ({len(entries)} entries)")
+    print(footer)
     return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from ..runtime.engine_cache import human_size, parse_size
+
+    if args.all and args.max_size is not None:
+        raise CliError("--all empties the cache; it takes no --max-size")
+    try:
+        cap = None if args.all else parse_size(args.max_size) if args.max_size is not None else _env_cap()
+    except ValueError as exc:
+        raise CliError(f"--max-size: {exc}") from None
+    for sha in args.keep_weights or ():
+        if len(sha) < 4 or any(c not in "0123456789abcdefABCDEF" for c in sha):
+            raise CliError(f"--keep-weights {sha!r}: give at least 4 hex digits of a weights digest "
+                           "(see: streamfx engines list)")
+    cache = _cache(args)
+    try:
+        report = cache.prune(cap, dry_run=args.dry_run, keep_weights=args.keep_weights or (), everything=args.all)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    verb = "would remove" if args.dry_run else "removed"
+    for item in report.removed:
+        what = "  (entry of a missing file)" if item.reason == "missing" else _entries_text(item.entries)
+        print(f"{verb} {item.reason:<7} {human_size(item.bytes):>10}  {item.name}{what}")
+    if not report.removed:
+        print(f"nothing to remove in {cache.root}")
+    print(f"size before: {human_size(report.bytes_before)}")
+    print(f"size after:  {human_size(report.bytes_after)}"
+          + ("" if args.all else f" ({_cap_text(cap)}{', still above it' if report.over_cap else ''})"))
+    return 0
+
+
+def _entries_text(slugs: tuple[str, ...]) -> str:
+    """``  (encoder: onnx, openvino)`` from slugs ``<graph>.<backend>.<fingerprint>.<hash>``."""
+    if not slugs:
+        return ""
+    graphs = dict.fromkeys(s.split(".")[0] for s in slugs)
+    backends = dict.fromkeys(s.split(".")[1] for s in slugs)
+    return f"  ({', '.join(graphs)}: {', '.join(backends)})"
