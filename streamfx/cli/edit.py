@@ -1,4 +1,6 @@
-"""``streamfx edit PHOTO --ref STYLE -o OUT.png``: 3DPE on one photo (the paper's own use).
+"""``streamfx edit PHOTO --ref IMAGE | --style NAME -o OUT.png``: 3DPE on one photo (the paper's own use).
+
+``--style`` takes a named style; a trained pack's adapter applies to this edit.
 
 Aligns the face, encodes it with the reference, renders at the photo's own pose or the
 one given (or an orbit video), and pastes the result back into the photo with ``--paste``.
@@ -12,13 +14,16 @@ from pathlib import Path
 
 from ..runtime.names import BACKEND_CHOICES
 from . import CliError
-from .common import add_device_arg, checked_device
+from .common import add_device_arg, add_styles_arg, checked_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("edit", help="edit a portrait photo with a reference image (3DPE)")
     p.add_argument("photo", type=Path)
-    p.add_argument("--ref", type=Path, required=True, help="reference (style) image")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--ref", type=Path, help="reference (style) image")
+    prompt.add_argument("--style", metavar="NAME", help="a named style or trained style pack (streamfx styles list)")
+    add_styles_arg(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output image (png/jpg)")
     p.add_argument("--yaw", type=float, default=None, help="render at this yaw (degrees; default: the photo's)")
     p.add_argument("--pitch", type=float, default=None, help="render at this pitch (degrees; default: the photo's)")
@@ -48,6 +53,24 @@ def _read(path: Path):
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _library(args):
+    from ..styles import StyleLibrary, default_styles_dir
+
+    return StyleLibrary((args.styles or default_styles_dir()).expanduser())
+
+
+def _style(args):
+    """(reference image, Style) of ``--style NAME``: an exact or case-insensitive name."""
+    from ..styles import StyleError, match_name
+
+    library = _library(args)
+    try:
+        style = library.style(match_name(args.style, library.names(), fuzzy=False))
+        return library.image(style.name), style
+    except StyleError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _model(args):
     from ..models import threedpe
     from ..models.checkpoint import CheckpointError
@@ -75,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.views < 0 or (args.video and args.views < 2):
         raise CliError("--video needs --views N with N >= 2")
-    photo, reference = _read(args.photo), _read(args.ref)
+    photo = _read(args.photo)
+    reference, style = (_read(args.ref), None) if args.ref is not None else _style(args)
     with FaceTracker(static_image=True) as tracker:
         found = tracker.update(photo)
     if found.face is None:
@@ -97,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
     pitch = found.face.pose.pitch_deg if args.pitch is None else args.pitch
     try:
         tokens = model.reference_tokens(threedpe.prepare_reference(reference))
-        planes = model.encode(threedpe.prepare_input(aligned.crop), tokens)
+        adapters = None
+        if style is not None and style.adapter_path is not None:
+            from ..pipeline.engines.threedpe.packs import PackAdapters
+
+            adapters = [PackAdapters(_library(args), model.weights_sha256).adapter(style.name)]
+        planes = model.encode(threedpe.prepare_input(aligned.crop), tokens, adapters=adapters)
 
         def render(y: float, p: float) -> np.ndarray:
             camera = torch.from_numpy(label_from_degrees(y, p)).float()[None]
@@ -106,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         image = render(yaw, pitch)
         orbit = [render(25 * math.sin(2 * math.pi * i / args.views), 8 * math.cos(2 * math.pi * i / args.views))
                  for i in range(args.views)]
-    except (threedpe.ModelInputError, ValueError) as exc:
+    except (threedpe.ModelInputError, ValueError) as exc:  # StyleError among them
         raise CliError(str(exc)) from None
     result = composite(photo, image, aligned) if args.paste else image
     args.output.parent.mkdir(parents=True, exist_ok=True)

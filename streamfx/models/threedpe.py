@@ -184,6 +184,19 @@ class ThreeDPE(nn.Module):
         return self.renderer(self._cast(planes), camera.to(self.device, torch.float32), preset)
 
 
+def weights_sha256(model: ThreeDPE) -> str:
+    """sha256 of the model's tensors (names, shapes and float32 values, in name order): which
+    base weights a style adapter was trained on. About 0.4 s for the 152 M parameters."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|".encode())
+        digest.update(memoryview(t.numpy()).cast("B"))
+    return digest.hexdigest()
+
+
 def _encoder_state(state: StateDicts) -> dict[str, torch.Tensor]:
     """Official ``encoder_state_dict`` -> ``vit.*`` / ``encoder.*`` StreamFX keys (unused dropped)."""
     mapped = {}

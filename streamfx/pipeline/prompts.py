@@ -1,8 +1,8 @@
 """Turning user input into :class:`Prompt` values, with size and format limits.
 
-Reference images arrive as bytes (an upload, a data URL, a file). They are decoded with
-Pillow after checking the byte size, refused above a pixel budget (decompression bombs),
-converted to RGB and shrunk to at most ``MAX_SIDE`` on the long side.
+Reference images arrive as bytes (an upload, a data URL, a file) and are decoded by
+:func:`streamfx.styles.images.decode_reference` (byte and pixel limits, RGB, long side at
+most ``MAX_SIDE``).
 """
 
 from __future__ import annotations
@@ -10,56 +10,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import re
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from ..styles.images import MAX_SIDE, ReferenceError, ReferenceLimits, decode_reference
 from .controls import Prompt
 
-MAX_SIDE = 1024
+__all__ = ["MAX_SIDE", "ReferenceError", "ReferenceLimits", "decode_reference", "decode_data_url",
+           "image_prompt", "preset_prompt", "prompt_from_arg"]
+
 _DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+)?(;base64)?,", re.IGNORECASE)
-
-
-class ReferenceError(ValueError):
-    """A reference image that cannot be used; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class ReferenceLimits:
-    max_bytes: int = 8 * 1024 * 1024
-    max_pixels: int = 40_000_000
-
-
-def decode_reference(data: bytes, limits: ReferenceLimits = ReferenceLimits()) -> np.ndarray:
-    """Bytes of a PNG/JPEG/WebP/... image -> RGB uint8 (H, W, 3), long side <= MAX_SIDE."""
-    if not data:
-        raise ReferenceError("reference image is empty")
-    if len(data) > limits.max_bytes:
-        raise ReferenceError(f"reference image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise ReferenceError(f"reference image is {width}x{height}; the limit is {limits.max_pixels} pixels")
-            image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at reduced size
-            image = image.convert("RGB")
-    except ReferenceError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ReferenceError(f"reference is not a readable image ({type(exc).__name__})") from None
-    if min(image.size) < 16:
-        raise ReferenceError(f"reference image is too small ({image.size[0]}x{image.size[1]})")
-    if max(image.size) > MAX_SIDE:
-        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def decode_data_url(url: str, limits: ReferenceLimits = ReferenceLimits()) -> bytes:

@@ -50,6 +50,7 @@ from ..models.threedpe import (
     ThreeDPE,
     check_tensor,
     prepare_reference,
+    weights_sha256,
 )
 from .base import BackendUnavailable
 from .engine_cache import EngineCache
@@ -66,6 +67,8 @@ class _Accelerated:
 
     backend: str
     plan: PrecisionPlan = ALL_FP32
+    #: sha256 of the weights (:func:`~streamfx.models.threedpe.weights_sha256`), set by :func:`load_accelerated`
+    weights_sha256: str | None = None
     #: ``encode(x, tokens, adapters=[...])`` applies row i's low-rank adapter to row i
     per_sample_adapters = False
 
@@ -118,7 +121,7 @@ class TorchAccelerated(_Accelerated):
     of ``plan`` (``torch``: the probe's plan; ``torch-bf16``: all bf16)."""
 
     def __init__(self, model: ThreeDPE, backend: str, render_only: bool = False,
-                 plan: PrecisionPlan | None = None) -> None:
+                 plan: PrecisionPlan | None = None, encoder_only: bool = False) -> None:
         super().__init__()
         self.backend = backend
         self.model = model
@@ -130,12 +133,14 @@ class TorchAccelerated(_Accelerated):
             return
         from ..models.renderer.fast import FastRenderer
 
-        self.vit = self.encoder = None
+        self.vit = self.encoder = self.renderer = None
         if not render_only:
             from ..models.encoder.fast import FastEncoder
 
-            self.vit = copy.deepcopy(model.vit).to(self.plan.dtype("vit"))
             self.encoder = FastEncoder(model.encoder, self.plan.dtype("encoder"))
+            if encoder_only:  # the graph paths' encoder for style adapters
+                return
+            self.vit = copy.deepcopy(model.vit).to(self.plan.dtype("vit"))
         self.renderer = FastRenderer(model.renderer.float(), sr_dtype=self.plan.dtype("superres"),
                                      decoder_dtype=self.plan.dtype("decoder"))
 
@@ -190,6 +195,12 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
     """
     for p in presets:
         get_preset(p)
+    path = _load(model, backend, presets, cache, verify, threads, device, max_batch, **backend_options)
+    path.weights_sha256 = weights_sha256(model)  # what style packs were trained on must match
+    return path
+
+
+def _load(model: ThreeDPE, backend: str, presets, cache, verify, threads, device, max_batch, **backend_options):
     backend = resolve_backend(backend, device)
     if backend == "torch-cuda":
         from importlib import import_module

@@ -102,6 +102,10 @@ class LowRankAdapter:
         return LowRankAdapter(self.name, {k: LowRankUpdate(u.down.to(device, dtype), u.up.to(device, dtype), u.scale)
                                           for k, u in self.updates.items()})
 
+    def scaled(self, factor: float) -> LowRankAdapter:
+        """The same updates at ``factor`` times their scale (tensors shared)."""
+        return LowRankAdapter(self.name, {k: LowRankUpdate(u.down, u.up, u.scale * factor) for k, u in self.updates.items()})
+
     def num_parameters(self) -> int:
         return sum(u.down.numel() + u.up.numel() for u in self.updates.values())
 

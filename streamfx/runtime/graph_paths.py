@@ -97,6 +97,8 @@ class GraphAccelerated(_Accelerated):
         self._runners: dict[str, _Graph] = {}
         self._builds: dict[str, _BuildState] = {}
         self._state = threading.Lock()
+        self._adapted: TorchAccelerated | None = None  # style adapters: see encode()
+        self._adapted_lock = threading.Lock()
         for graph in ("reference", "encoder", *(RENDERER_PREFIX + p for p in presets)):
             self._built(graph)
 
@@ -223,10 +225,24 @@ class GraphAccelerated(_Accelerated):
         self._single(ref224, "reference")
         return self._run("reference", ref224=ref224.float())["tokens"]
 
+    per_sample_adapters = True
+
+    def _adapted_encoder(self) -> TorchAccelerated:
+        """The torch fast encoder (built on first use, shared by all styles) for encodes with
+        style adapters: the exported graphs stay those of the base weights, so a style pack
+        never exports or builds anything."""
+        with self._adapted_lock:
+            if self._adapted is None:
+                logger.info("building the torch encoder for style adapters", extra={"backend": self.backend})
+                self._adapted = TorchAccelerated(self.builder.model, "torch", encoder_only=True)
+        return self._adapted
+
     def encode(self, x: torch.Tensor, tokens: torch.Tensor, adapters=None) -> torch.Tensor:
+        """Planes of a batch on the encoder graph; a batch with a style adapter on any row runs
+        on the torch fast encoder instead, row i with ``adapters[i]``."""
         self._check_encode(x, tokens)
         if adapters and any(a is not None for a in adapters):
-            raise ModelInputError(f"style adapters run on the torch backends, not on {self.backend} graphs")
+            return self._adapted_encoder().encode(x, tokens, adapters)
         self._single(x, "input")
         tokens = tokens.expand(x.shape[0], -1, -1) if tokens.shape[0] == 1 else tokens
         return self._run("encoder", x=x.float(), tokens=tokens.float())["planes"]
@@ -274,6 +290,8 @@ class HybridAccelerated(_Accelerated):
 
     def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
         return self.graphs.reference_tokens(ref224)
+
+    per_sample_adapters = True
 
     def encode(self, x: torch.Tensor, tokens: torch.Tensor, adapters=None) -> torch.Tensor:
         return self.graphs.encode(x, tokens, adapters)

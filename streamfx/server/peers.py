@@ -27,7 +27,7 @@ from .. import log
 from ..pipeline.engine import Engine, PromptError
 from ..pipeline.processor import CallerPipeline
 from ..pipeline.prompts import ReferenceError, ReferenceLimits, image_prompt, preset_prompt
-from ..pipeline.styles import match_name
+from ..styles import StyleError, match_name
 from . import control
 from .config import ServerConfig
 from .image_decoder import ImageDecoder
@@ -105,7 +105,7 @@ class Caller:
             command = control.parse(message, limits.max_control_bytes,
                                     ReferenceLimits(limits.max_reference_bytes, limits.max_reference_pixels))
             kind = await self.apply(command, reply)
-        except (control.ControlError, PromptError, ReferenceError) as exc:
+        except (control.ControlError, PromptError, ReferenceError, StyleError) as exc:
             reply(control.encode("error", message=str(exc)))
             return
         except Exception:  # noqa: BLE001 - a bug in one command must not end the call

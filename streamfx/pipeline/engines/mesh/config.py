@@ -37,5 +37,5 @@ class MeshEngineConfig:
     # --- looks (no reference)
     look_face_px: int = 112  # the named looks are computed with the face this many pixels across
     # --- prompts
-    styles_dir: Path | None = None  # None: streamfx.pipeline.styles.default_styles_dir()
+    styles_dir: Path | None = None  # None: streamfx.styles.default_styles_dir()
     prompt_cache: int = 8  # prepared references kept for reuse across callers

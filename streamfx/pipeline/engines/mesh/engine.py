@@ -25,8 +25,7 @@ from ....face import Face, FaceError, FaceTracker
 from ....face.pose import estimate_pose
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
-from ...prompts import ReferenceError
-from ...styles import StyleLibrary, match_name
+from ....styles import StyleError, StyleLibrary, match_name
 from ...timing import StageTimer
 from .appearance import ReferenceAppearance, unwrap
 from .config import MeshEngineConfig
@@ -81,13 +80,13 @@ class MeshEngine(Engine):
         return self._reference(prompt.image, prompt.name, prompt.key)
 
     def _preset(self, name: str) -> Edit:
-        match = match_name(name, self.presets(), fuzzy=True)
-        if match in LOOKS:
-            return Look(match)
         try:
-            image = self.styles.image(match)
-        except (OSError, ReferenceError) as exc:
-            raise PromptError(f"style {match!r} cannot be read: {exc}") from None
+            match = match_name(name, self.presets(), fuzzy=True)
+            if match in LOOKS:
+                return Look(match)
+            image = self.styles.image(match)  # a trained pack's adapter is for 3DPE: its reference is used here
+        except StyleError as exc:
+            raise PromptError(str(exc)) from None
         return self._reference(image, match, f"style:{match}")
 
     def _reference(self, image: np.ndarray, name: str, key: str) -> ReferenceAppearance:

@@ -34,7 +34,7 @@ class ThreeDPEConfig:
     batch_window_ms: float | None = None
     max_batch: int = 8
     frame_budget_ms: float = 40.0        # a frame whose budget leaves no time to wait goes alone
-    styles_dir: Path | None = None       # named styles (default: streamfx.pipeline.styles.default_styles_dir())
+    styles_dir: Path | None = None       # named styles (default: streamfx.styles.default_styles_dir())
     quality: QualityConfig = field(default_factory=QualityConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     face: FaceConfig = field(default_factory=FaceConfig)

@@ -33,13 +33,15 @@ from .... import log
 from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
 from ....runtime.accelerated import load_accelerated
+from ....runtime.adapters import LowRankAdapter
 from ....runtime.selection import resolve_backend
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
-from ...styles import StyleLibrary, match_name
+from ....styles import StyleLibrary, match_name
 from ...timing import StageTimer
 from .config import ThreeDPEConfig
 from .encoder_worker import EncoderWorker
+from .packs import PackAdapters
 from .gpu import GpuFrames
 from .quality import AdaptiveQuality, stand_in
 from .smoothing import TriplaneSmoother
@@ -91,6 +93,7 @@ class ThreeDPEEngine(Engine):
             from ....runtime.batching import batch_sizes_for
 
             self.model.capture(_progress_line, batch_sizes_for(config.max_batch) if window > 0 else (1,))
+        sha = getattr(self.model, "weights_sha256", None)
         if window > 0:  # several callers per GPU: their frames share batches
             from ....runtime.batching import BatchConfig, BatchedModel, FrameBatcher
             from ....runtime.streams import stream_ops_for
@@ -99,6 +102,7 @@ class ThreeDPEEngine(Engine):
             self.model = BatchedModel(self.model, batcher)
         self.backend = getattr(self.model, "backend", backend)
         self.runtime = {**self.model.describe(), "device": str(self.device)}
+        self.packs = PackAdapters(self.styles, sha)
 
     def presets(self) -> list[str]:
         return self.styles.names()
@@ -113,10 +117,14 @@ class ThreeDPEEngine(Engine):
             info["batching"] = self.model.batcher.stats()
         return info
 
-    def encode(self, x: torch.Tensor, tokens: torch.Tensor, deadline: float | None = None) -> torch.Tensor:
-        """Planes of one crop; batched with other callers' crops when batching is on."""
+    def encode(self, x: torch.Tensor, tokens: torch.Tensor, deadline: float | None = None,
+               adapter: LowRankAdapter | None = None) -> torch.Tensor:
+        """Planes of one crop, with this caller's style adapter (if any) on this caller's row
+        only; batched with other callers' crops when batching is on."""
         if hasattr(self.model, "batcher"):
-            return self.model.encode(x, tokens, deadline=deadline)
+            return self.model.encode(x, tokens, adapter=adapter, deadline=deadline)
+        if adapter is not None:
+            return self.model.encode(x, tokens, adapters=[adapter])
         return self.model.encode(x, tokens)
 
     def render(self, planes: torch.Tensor, camera: torch.Tensor, preset, deadline: float | None = None) -> dict:
@@ -146,6 +154,12 @@ class ThreeDPEEngine(Engine):
         image = prompt.image if prompt.kind == "image" else self.styles.image(prompt.name)
         return self.model.prompt_tokens(prompt.key, image)
 
+    def style_for(self, prompt: Prompt) -> tuple[torch.Tensor, LowRankAdapter | None]:
+        """The prompt's reference tokens and, for a trained style pack, its adapter."""
+        adapter = self.packs.adapter(prompt.name) if prompt.kind == "preset" else None
+        key = prompt.key if adapter is None else f"{prompt.key}|{self.packs.version(prompt.name)}"
+        return self.model.prompt_tokens(key, prompt.image if prompt.kind == "image" else self.styles.image(prompt.name)), adapter
+
     def open_session(self) -> EngineSession:
         return ThreeDPESession(self)
 
@@ -160,6 +174,8 @@ class ThreeDPESession(EngineSession):
         self._building: str | None = None   # live: the preset asked for, not ready, being prepared
         self.smoother = TriplaneSmoother(cfg.smoothing)
         self._tokens: torch.Tensor | None = None          # the prompt's tokens; None = the caller's own face
+        self._adapter: LowRankAdapter | None = None       # the prompt's style-pack adapter (this caller only)
+        self._scaled: tuple[float, LowRankAdapter] | None = None  # the adapter at the current strength
         self._own_tokens: torch.Tensor | None = None
         self._strength = 1.0
         self._epoch = 0               # bumps on reset; the worker keeps its own in async mode
@@ -180,17 +196,18 @@ class ThreeDPESession(EngineSession):
     # -- prompts ------------------------------------------------------------------------
     def set_prompt(self, prompt: Prompt | None) -> None:
         """Computes tokens off the frame path; the old prompt stays until they are ready."""
+        adapter = None
         if prompt is None:
             tokens = None
         else:
-            if prompt.kind == "preset":
-                name = match_name(prompt.name, self.engine.presets(), fuzzy=True)
-                prompt = Prompt(kind="preset", name=name, key=f"preset:{name}")
             try:
-                tokens = self.engine.tokens_for(prompt)
-            except (threedpe.ModelInputError, ValueError) as exc:
+                if prompt.kind == "preset":
+                    name = match_name(prompt.name, self.engine.presets(), fuzzy=True)
+                    prompt = Prompt(kind="preset", name=name, key=f"preset:{name}")
+                tokens, adapter = self.engine.style_for(prompt)
+            except (threedpe.ModelInputError, ValueError) as exc:  # StyleError, ReferenceError among them
                 raise PromptError(str(exc)) from None
-        self._tokens = tokens
+        self._tokens, self._adapter, self._scaled = tokens, adapter, None
         self.reset_temporal()
 
     # -- encoding -----------------------------------------------------------------------
@@ -206,12 +223,24 @@ class ThreeDPESession(EngineSession):
             return self._own_tokens
         return torch.lerp(self._own_tokens, self._tokens, strength)
 
+    def _adapter_now(self) -> LowRankAdapter | None:
+        """The style adapter at the current strength: scaled by it, like the tokens are blended,
+        so 0 is the unedited reconstruction and 1 the full trained style."""
+        adapter, strength = self._adapter, self._strength
+        if adapter is None or strength <= 0.0:
+            return None
+        if strength >= 1.0:
+            return adapter
+        if self._scaled is None or self._scaled[0] != strength:
+            self._scaled = (strength, adapter.scaled(strength))
+        return self._scaled[1]
+
     def _encode_smoothed(self, crop: np.ndarray, epoch: int) -> torch.Tensor:
         if self.gpu is not None and self._x_t is not None:  # this frame's crop, uploaded once (pinned)
             x = self._x_t
         else:
             x = threedpe.prepare_input(crop)
-        planes = self.engine.encode(x, self._tokens_for(crop), self._deadline).float()
+        planes = self.engine.encode(x, self._tokens_for(crop), self._deadline, self._adapter_now()).float()
         if epoch != self._smoothed_epoch:
             self.smoother.reset()
             self._smoothed_epoch = epoch
@@ -315,6 +344,7 @@ class ThreeDPESession(EngineSession):
             "preset": self._rendered or self.quality.current,  # what rendered (before any frame: what will)
             "preset_building": self._building,
             "strength": self._strength,
+            "style_adapter": self._adapter.name if self._adapter is not None else None,
             "renderer_fps": round(render_fps, 1),
             "encoder_fps": round(self.worker.rate(), 2) if self.worker else round(render_fps, 1),
             "frames_edited": self.edited,
