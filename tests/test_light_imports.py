@@ -22,6 +22,7 @@ from streamfx.models import threedpe, random_weights
 from streamfx.runtime import accelerated, devices, probe, estimate
 from streamfx.runtime.contrib import torch_cuda
 from streamfx.face import tensor_compositing
+from streamfx.training import loop, losses, lora, criteria, targets
 import benchmarks.gpu_check, benchmarks.harness
 print("ok")
 """

@@ -1,0 +1,105 @@
+"""Fine-tuning learns: a teacher (the base plus a known low-rank change in the trainable
+modules) makes the pairs, and training from the base moves held-out outputs toward it.
+
+With random weights only the image terms at the photo's camera are coherent (a random
+encoder does not reconstruct a photo), so these runs train with image and raw only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from streamfx.models import threedpe
+from streamfx.pipeline.engines.threedpe.engine import to_uint8
+from streamfx.runtime.adapters import default_targets, per_sample, random_adapter
+from streamfx.training.job import StyleJob, auto_precision, run_job
+from streamfx.training.loop import TrainConfig, Trainer
+from streamfx.training.losses import LossWeights
+from streamfx.training.pairs import load_pairs
+
+pytestmark = pytest.mark.slow
+IMAGE_ONLY = LossWeights.parse("image=1,raw=1,tri=0,mv=0,depth=0")
+PRESET = "fastest"
+
+
+def _teacher_pairs(model, read_rgb, folder, count):
+    """``folder/before`` = real faces, ``folder/after`` = the teacher's render of each at its
+    photo's camera (the camera the pairs loader tracks), with the reference of style_1."""
+    teacher = random_adapter(model.encoder, default_targets(model.encoder), rank=4, seed=7, std=0.13)
+    for i in range(1, count + 1):
+        face = read_rgb(f"faces/ffhq_{i}.png")
+        for side in ("before", "after"):
+            (folder / side).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(face).save(folder / side / f"face{i}.png")
+    tokens = model.reference_tokens(threedpe.prepare_reference(read_rgb("styles/style_1.png")))
+    for pair in load_pairs(folder):
+        with per_sample(model.encoder, [teacher]):
+            planes = model.encode(threedpe.prepare_input(pair.before), tokens)
+        image = to_uint8(model.render(planes, torch.from_numpy(pair.camera)[None], PRESET)["image"])
+        Image.fromarray(image).resize((512, 512), Image.BICUBIC).save(folder / "after" / f"{pair.name}.png")
+    return teacher
+
+
+def test_training_moves_held_out_outputs_halfway_to_the_teacher(random_model, read_rgb, tmp_path):
+    sha = threedpe.weights_sha256(random_model)
+    _teacher_pairs(random_model, read_rgb, tmp_path / "pairs", 5)
+    config = TrainConfig(steps=8, lr=3e-3, seed=0, render=PRESET, weights=IMAGE_ONLY,
+                         precision=auto_precision(torch.device("cpu")))
+    # the reference: the one the teacher's pairs were made with
+    Image.fromarray(read_rgb("styles/style_1.png")).save(tmp_path / "ref.png")
+    job = StyleJob("teacher", tmp_path / "pairs", tmp_path / "styles", config, ref=tmp_path / "ref.png")
+    result, folder = run_job(job, random_model, say=lambda m: None)
+    assert result.heldout == "face5" and result.steps == 8
+    assert result.heldout_after <= 0.5 * result.heldout_before, (result.heldout_before, result.heldout_after)
+    assert result.losses_after["image"] < result.losses_before["image"]
+    assert threedpe.weights_sha256(random_model) == sha, "training must not change the base weights"
+    import json
+
+    meta = json.loads((folder / "style.json").read_text())
+    assert meta["base_sha256"] == sha and meta["training"]["steps"] == 8
+    assert meta["training"]["heldout_image_l1_after"] == result.heldout_after
+    assert meta["training"]["loss_weights"]["tri"] == 0 and meta["training"]["render"] == PRESET
+
+
+def _small_trainer(model, pairs, reference, steps):
+    config = TrainConfig(steps=steps, seed=3, render=PRESET, weights=IMAGE_ONLY, lr=3e-3,
+                         precision=auto_precision(torch.device("cpu")))
+    return Trainer(model, pairs, reference, config)
+
+
+def test_interrupt_saves_and_resume_continues_exactly(random_model, read_rgb, tmp_path):
+    from streamfx.training.loop import load_state, save_state
+
+    folder = tmp_path / "pairs"
+    for i in (1, 2):
+        face = read_rgb(f"faces/ffhq_{i}.png")
+        for side, image in (("before", face), ("after", 255 - face)):
+            (folder / side).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.astype(np.uint8)).save(folder / side / f"f{i}.png")
+    pairs = load_pairs(folder)
+    reference = pairs[0].after
+    straight = _small_trainer(random_model, pairs, reference, 3).run()
+
+    first = _small_trainer(random_model, pairs, reference, 3)
+    state = tmp_path / "state.pt"
+
+    def ctrl_c(info):
+        if info.step == 1:
+            raise KeyboardInterrupt
+
+    stopped = first.run(on_step=ctrl_c, save=lambda t: save_state(t, state))
+    assert stopped.interrupted and stopped.steps == 1 and state.is_file()
+    second = _small_trainer(random_model, pairs, reference, 3)
+    second.load_state(load_state(state))
+    resumed = second.run()
+    assert resumed.steps == 3 and not resumed.interrupted
+    for key, update in straight.adapter.updates.items():
+        assert torch.allclose(update.up, resumed.adapter.updates[key].up, atol=1e-6), key
+        assert torch.allclose(update.down, resumed.adapter.updates[key].down, atol=1e-6), key
+    assert any(u.up.abs().max() > 0 for u in straight.adapter.updates.values()), "it trained"
+    other = _small_trainer(random_model, pairs[:1] + pairs[:1], reference, 3)  # other pairs
+    with pytest.raises(ValueError, match="other settings or pairs"):
+        other.load_state(load_state(state))
