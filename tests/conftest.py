@@ -100,3 +100,16 @@ def fast_bf16() -> None:
     if slow:
         pytest.skip(f"bf16 is not used on this CPU: the probe measured {', '.join(slow)} at "
                     f"{min(measured.speedup(k) for k in slow):.2f}x fp32")
+
+
+@pytest.fixture(scope="session")
+def random_model():
+    """A 3DPE model with random weights of the official shapes, built once per session
+    (engine, runtime and training tests)."""
+    import torch
+
+    from streamfx.models import threedpe
+    from streamfx.models.random_weights import random_state_dicts
+
+    torch.manual_seed(0)
+    return threedpe.from_state(random_state_dicts(0))

@@ -152,7 +152,7 @@ def _cache(args: argparse.Namespace):
 
 
 def _env_cap() -> int | None:
-    from ..runtime.engine_cache import max_bytes_from_env
+    from ..runtime.engine_prune import max_bytes_from_env
 
     try:
         return max_bytes_from_env()
@@ -161,7 +161,7 @@ def _env_cap() -> int | None:
 
 
 def _cap_text(cap: int | None) -> str:
-    from ..runtime.engine_cache import MAX_GB_ENV, human_size
+    from ..runtime.engine_prune import MAX_GB_ENV, human_size
 
     return f"cap {human_size(cap)}" if cap is not None else f"no cap ({MAX_GB_ENV}=0)"
 
@@ -170,7 +170,7 @@ def run_list(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from ..runtime.engine_cache import MAX_GB_ENV, human_size, weights_of
+    from ..runtime.engine_prune import MAX_GB_ENV, human_size, weights_of
 
     cache = _cache(args)
     cap = _env_cap()
@@ -198,7 +198,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from ..runtime.engine_cache import human_size, parse_size
+    from ..runtime.engine_prune import human_size, parse_size
 
     if args.all and args.max_size is not None:
         raise CliError("--all empties the cache; it takes no --max-size")

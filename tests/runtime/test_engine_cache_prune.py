@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from streamfx.cli import main
-from streamfx.runtime.engine_cache import (LOCK, MANIFEST, CacheKey, EngineCache, max_bytes_from_env,
-                                           parse_size)
+from streamfx.runtime.engine_cache import LOCK, MANIFEST, CacheKey, EngineCache
+from streamfx.runtime.engine_prune import max_bytes_from_env, parse_size
 
 KB = 1024
 HOUR = 3600.0
