@@ -15,17 +15,9 @@ Weights are never downloaded: the user converts the official files once to ``.sa
 (plain tensors, no pickle). Names: LPIPS uses torchvision's ``features.{0,3,6,8,10}.{weight,
 bias}`` and ``lin{0..4}.weight`` (the lpips package's ``lin{i}.model.1.weight`` with
 ``.model.1`` dropped); IR-SE50 uses the names of pSp/e4e's ``model_ir_se50.pth`` unchanged
-(``num_batches_tracked`` is optional, BatchNorm running statistics are required)::
-
-    import torch
-    from safetensors.torch import save_file
-    alex = torch.load("alexnet-owt-7be5be79.pth", weights_only=True)  # torchvision AlexNet (or -4df8aa71)
-    lin = torch.load("alex.pth", weights_only=True)                   # lpips: weights/v0.1/alex.pth
-    out = {k: v for k, v in alex.items() if k.startswith("features.")}
-    out.update({k.replace(".model.1", ""): v for k, v in lin.items()})
-    save_file({k: v.float().contiguous() for k, v in out.items()}, "lpips_alex.safetensors")
-    ir = torch.load("model_ir_se50.pth", map_location="cpu", weights_only=True)  # pSp/e4e release
-    save_file({k: v.contiguous() for k, v in ir.items()}, "ir_se50.safetensors")
+(``num_batches_tracked`` is optional, BatchNorm running statistics are required). The
+README's styles section shows the conversion (a few lines of ``torch.load(weights_only=True)``
+and ``safetensors.torch.save_file``).
 """
 
 from __future__ import annotations

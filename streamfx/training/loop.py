@@ -38,7 +38,7 @@ HELD_OUT_FROM = 4  # pairs needed before one is held out
 class TrainConfig:
     steps: int | None = None          # stop after this many steps (with minutes: whichever first)
     minutes: float | None = None      # stop when this much time has passed
-    rank: int = 8
+    rank: int = 16                    # chosen by benchmarks/bench_finetune.py (README, Styles)
     full: bool = False                # a dense update of every target instead of low rank
     lr: float | None = None           # AdamW; default 1e-3 low rank, 5e-5 full (the official rate)
     seed: int = 0
@@ -85,11 +85,12 @@ class Trainer:
         self.model = model.to(self.device).float().eval().requires_grad_(False)
         self.lpips = lpips.to(self.device) if lpips is not None else None
         self.identity = identity.to(self.device) if identity is not None else None
-        names = sorted(p.name for p in pairs)
+        self.source_pairs = sorted(pairs, key=lambda p: p.name)
+        names = [p.name for p in self.source_pairs]
         self.heldout = names[-1] if len(pairs) >= HELD_OUT_FROM else None
         say = progress or (lambda message: None)
         prepared = []
-        for i, pair in enumerate(sorted(pairs, key=lambda p: p.name)):
+        for i, pair in enumerate(self.source_pairs):
             say(f"preparing pair {i + 1}/{len(pairs)}: {pair.name}")
             prepared.append(prepare_pair(self.model, pair, config.render, self.device, self.autocast))
         self.train_pairs = [p for p in prepared if p.name != self.heldout]

@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from streamfx.models import threedpe
 from streamfx.pipeline.controls import Controls, PoseMode
