@@ -118,3 +118,19 @@ def pipeline_from_args(args: argparse.Namespace, **options) -> CallerPipeline:
     except (ReferenceError, PromptError, EngineUnavailable, ValueError, KeyError) as exc:
         raise CliError(str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__) from None
     return pipeline
+
+
+def load_model(args: argparse.Namespace):
+    """The 3DPE model ``--weights`` / ``--random-weights SEED`` ask for (default: the imported
+    weights), float32 on the CPU; a missing or bad checkpoint is one line (CliError)."""
+    from ..models import threedpe
+    from ..models.checkpoint import CheckpointError
+
+    if getattr(args, "random_weights", None) is not None:
+        from ..models.random_weights import random_state_dicts
+
+        return threedpe.from_state(random_state_dicts(args.random_weights))
+    try:
+        return threedpe.load(args.weights)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..runtime.names import BACKEND_CHOICES
 from . import CliError
-from .common import add_device_arg, add_styles_arg, checked_device
+from .common import add_device_arg, add_styles_arg, checked_device, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,20 +71,6 @@ def _style(args):
         raise CliError(str(exc)) from None
 
 
-def _model(args):
-    from ..models import threedpe
-    from ..models.checkpoint import CheckpointError
-
-    if args.random_weights is not None:
-        from ..models.random_weights import random_state_dicts
-
-        return threedpe.from_state(random_state_dicts(args.random_weights))
-    try:
-        return threedpe.load(args.weights)
-    except CheckpointError as exc:
-        raise CliError(str(exc)) from None
-
-
 def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
@@ -113,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.backend == "torch" and (args.device not in ("auto", "cpu") or torch.cuda.is_available()):
         args.backend = "auto"  # on a GPU: what auto means there (torch-cuda; torch-fp32 on mps)
     device, backend = checked_device(args)
-    model = _model(args)
+    model = load_model(args)
     if backend == "torch-fp32":
         model = model.to(device)
     model = load_accelerated(model, backend, [args.preset], threads=args.threads, device=device)

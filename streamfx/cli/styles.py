@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import CliError
-from .common import add_device_arg, add_styles_arg
+from .common import add_device_arg, add_styles_arg, load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,21 +68,22 @@ def run_list(args: argparse.Namespace) -> int:
     from ..styles import StyleLibrary
 
     library = StyleLibrary(_styles_dir(args))
-    found, problems = library._scan()
-    if not found:
+    names, problems = library.names(), library.problems()
+    if not names:
         print(f"no styles in {library.folder} (add NAME.png images, or train one: streamfx styles train)")
         return 0
-    for name, style in found.items():
+    for name in names:
         if name in problems:
             print(f"{name:<24} refused    {problems[name]}")
             continue
+        style = library.style(name)
         extra = ""
         if style.adapter_path is not None:
             training = style.meta.get("training", {})
             extra = (f"{style.adapter_path.stat().st_size / 2**20:5.1f} MiB adapter, {training.get('steps', '?')} steps, "
                      f"base {str(style.base_sha256)[:12]}")
         print(f"{name:<24} {style.kind:<10} {_shown(style):<28} {extra}".rstrip())
-    print(f"{len(found)} style(s) in {library.folder}")
+    print(f"{len(names)} style(s) in {library.folder}")
     return 0
 
 
@@ -118,20 +119,6 @@ def _config(args: argparse.Namespace, device):
                        render=render, weights=weights, device=str(device), precision=precision)
 
 
-def _model(args: argparse.Namespace):
-    from ..models import threedpe
-    from ..models.checkpoint import CheckpointError
-
-    if args.random_weights is not None:
-        from ..models.random_weights import random_state_dicts
-
-        return threedpe.from_state(random_state_dicts(args.random_weights))
-    try:
-        return threedpe.load(args.weights)
-    except CheckpointError as exc:
-        raise CliError(str(exc)) from None
-
-
 def run_train(args: argparse.Namespace) -> int:
     from ..runtime.devices import DeviceUnavailable, resolve_device
     from ..styles import StyleError
@@ -154,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         check_job(job)  # before loading 700 MB of weights
         say(f"loading 3DPE weights{' (random)' if args.random_weights is not None else ''}")
-        model = _model(args)
+        model = load_model(args)
         c = job.config
         say(f"training {args.name!r} on {device} ({c.precision}, render {c.render}, "
             f"{'full updates' if c.full else f'rank {c.rank}'}, "

@@ -5,7 +5,7 @@
 by name: an exact or case-insensitive match, else the closest name.
 
 The folder is read again on each call (a pack written by ``streamfx styles train`` shows up
-without a restart); what is read is cached by file modification time.
+without a restart). Calls come with prompts and listings, never per frame.
 """
 
 from __future__ import annotations

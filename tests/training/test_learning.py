@@ -7,7 +7,6 @@ encoder does not reconstruct a photo), so these runs train with image and raw on
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -65,16 +64,10 @@ def _small_trainer(model, pairs, reference, steps):
     return Trainer(model, pairs, reference, config)
 
 
-def test_interrupt_saves_and_resume_continues_exactly(random_model, read_rgb, tmp_path):
+def test_interrupt_saves_and_resume_continues_exactly(random_model, inverted_pairs, tmp_path):
     from streamfx.training.loop import load_state, save_state
 
-    folder = tmp_path / "pairs"
-    for i in (1, 2):
-        face = read_rgb(f"faces/ffhq_{i}.png")
-        for side, image in (("before", face), ("after", 255 - face)):
-            (folder / side).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image.astype(np.uint8)).save(folder / side / f"f{i}.png")
-    pairs = load_pairs(folder)
+    pairs = load_pairs(inverted_pairs)
     reference = pairs[0].after
     straight = _small_trainer(random_model, pairs, reference, 3).run()
 

@@ -35,14 +35,14 @@ from ....models import threedpe
 from ....runtime.accelerated import load_accelerated
 from ....runtime.adapters import LowRankAdapter
 from ....runtime.selection import resolve_backend
+from ....styles import StyleLibrary, match_name
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
-from ....styles import StyleLibrary, match_name
 from ...timing import StageTimer
 from .config import ThreeDPEConfig
 from .encoder_worker import EncoderWorker
-from .packs import PackAdapters
 from .gpu import GpuFrames
+from .packs import PackAdapters
 from .quality import AdaptiveQuality, stand_in
 from .smoothing import TriplaneSmoother
 
@@ -149,16 +149,15 @@ class ThreeDPEEngine(Engine):
         if hasattr(self.model, "batcher"):
             self.model.close()
 
-    def tokens_for(self, prompt: Prompt) -> torch.Tensor:
-        """Reference tokens, computed once per prompt key and shared by all callers."""
-        image = prompt.image if prompt.kind == "image" else self.styles.image(prompt.name)
-        return self.model.prompt_tokens(prompt.key, image)
-
     def style_for(self, prompt: Prompt) -> tuple[torch.Tensor, LowRankAdapter | None]:
-        """The prompt's reference tokens and, for a trained style pack, its adapter."""
-        adapter = self.packs.adapter(prompt.name) if prompt.kind == "preset" else None
+        """The prompt's reference tokens (computed once per prompt key, shared by all callers)
+        and, for a trained style pack, its adapter (keyed with the pack's version, so that a
+        retrained pack's new reference is read)."""
+        if prompt.kind == "image":
+            return self.model.prompt_tokens(prompt.key, prompt.image), None
+        adapter = self.packs.adapter(prompt.name)
         key = prompt.key if adapter is None else f"{prompt.key}|{self.packs.version(prompt.name)}"
-        return self.model.prompt_tokens(key, prompt.image if prompt.kind == "image" else self.styles.image(prompt.name)), adapter
+        return self.model.prompt_tokens(key, self.styles.image(prompt.name)), adapter
 
     def open_session(self) -> EngineSession:
         return ThreeDPESession(self)
