@@ -89,10 +89,13 @@ class Trainer:
         names = [p.name for p in self.source_pairs]
         self.heldout = names[-1] if len(pairs) >= HELD_OUT_FROM else None
         say = progress or (lambda message: None)
+        w = config.weights
+        needs_planes = w.tri > 0 or w.depth > 0 or w.mv > 0
         prepared = []
         for i, pair in enumerate(self.source_pairs):
             say(f"preparing pair {i + 1}/{len(pairs)}: {pair.name}")
-            prepared.append(prepare_pair(self.model, pair, config.render, self.device, self.autocast))
+            prepared.append(prepare_pair(self.model, pair, config.render, self.device, self.autocast,
+                                         target_planes=needs_planes))
         self.train_pairs = [p for p in prepared if p.name != self.heldout]
         self.heldout_pair = next((p for p in prepared if p.name == self.heldout), None)
         with torch.no_grad():
@@ -121,12 +124,10 @@ class Trainer:
                        or (w.id > 0 and self.identity is not None))
         edit = render(planes, pair.camera, self.config.render) if needs_photo else {}
         mv_edit = mv_target = None
-        if mv_camera is not None and w.mv > 0:
+        if mv_camera is not None and w.mv > 0 and pair.planes is not None:
             with torch.no_grad():
                 mv_target = render(pair.planes, mv_camera, self.config.render)
             mv_edit = render(planes, mv_camera, self.config.render)
-        if not needs_photo:  # keep the term table simple: zero-weighted photo terms are skipped
-            edit = {k: v.detach() for k, v in pair.photo_target().items()}
         return total_loss(planes, pair.planes, edit, pair.photo_target(), w, mv_edit, mv_target,
                           self.lpips, self.identity)
 

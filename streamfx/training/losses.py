@@ -78,17 +78,17 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _image_terms(edit: Renders, target: Renders, w: LossWeights, lpips: Criterion | None,
                  identity: Criterion | None, prefix: str) -> dict[str, tuple[float, torch.Tensor]]:
-    terms = {f"{prefix}image": (w.image, F.l1_loss(edit["image"], target["image"])),
-             f"{prefix}raw": (w.raw, F.l1_loss(edit["image_raw"], target["image_raw"])),
-             f"{prefix}depth": (w.depth, F.l1_loss(edit["image_depth"], target["image_depth"]))}
+    terms = {f"{prefix}{name}": (weight, F.l1_loss(edit[key], target[key]))
+             for name, key, weight in (("image", "image", w.image), ("raw", "image_raw", w.raw),
+                                       ("depth", "image_depth", w.depth)) if weight > 0}
     if lpips is not None and w.lpips > 0:
         terms[f"{prefix}lpips"] = (w.lpips, lpips(edit["image"], target["image"]) + lpips(edit["image_raw"], target["image_raw"]))
     if identity is not None and w.id > 0:
         terms[f"{prefix}id"] = (w.id, identity(edit["image"], target["image"]))
-    return {k: v for k, v in terms.items() if v[0] > 0}
+    return terms
 
 
-def total_loss(edit_planes: torch.Tensor, target_planes: torch.Tensor, edit: Renders, target: Renders,
+def total_loss(edit_planes: torch.Tensor, target_planes: torch.Tensor | None, edit: Renders, target: Renders,
                weights: LossWeights, mv_edit: Renders | None = None, mv_target: Renders | None = None,
                lpips: Criterion | None = None, identity: Criterion | None = None
                ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -41,17 +41,18 @@ class PreparedPair:
     ``features``, ``high``: (1, 128, 128, 128) frozen encoder branches of ``before``;
     ``planes``: (1, 96, 256, 256) target tri-planes; ``camera``: (1, 25);
     ``image``: (1, 3, S, S) and ``raw``: (1, 3, R, R) the ``after`` photo in [-1, 1] at the
-    preset's sizes; ``depth``: (1, 1, R, R) the target render's depth.
+    preset's sizes; ``depth``: (1, 1, R, R) the target render's depth. ``planes`` and
+    ``depth`` are None when no loss term needs them (tri, depth and mv all 0).
     """
 
     name: str
     features: torch.Tensor
     high: torch.Tensor
-    planes: torch.Tensor
+    planes: torch.Tensor | None
     camera: torch.Tensor
     image: torch.Tensor
     raw: torch.Tensor
-    depth: torch.Tensor
+    depth: torch.Tensor | None
 
     def photo_target(self) -> dict[str, torch.Tensor]:
         return {"image": self.image, "image_raw": self.raw, "image_depth": self.depth}
@@ -59,16 +60,20 @@ class PreparedPair:
 
 @torch.no_grad()
 def prepare_pair(model: threedpe.ThreeDPE, pair: Pair, preset: str, device: torch.device,
-                 autocast: torch.dtype | None = None) -> PreparedPair:
+                 autocast: torch.dtype | None = None, target_planes: bool = True) -> PreparedPair:
+    """``target_planes=False``: skip the target encoding (no tri, depth or multi-view term)."""
     enc, p = model.encoder, get_preset(preset)
+    camera = torch.from_numpy(pair.camera).float()[None].to(device)
+    planes = depth = None
     with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
         x5 = with_coordinates(threedpe.prepare_input(pair.before).to(device))
         features = enc.branch_f(enc.aspp(enc.trunk(x5))).float()
         high = enc.branch_high(x5).float()
-        own = model.vit(threedpe.prepare_reference(pair.after).to(device))
-        planes = enc(threedpe.prepare_input(pair.after).to(device), own).float()
-    camera = torch.from_numpy(pair.camera).float()[None].to(device)
-    depth = model.renderer(planes, camera, p)["image_depth"]
+        if target_planes:
+            own = model.vit(threedpe.prepare_reference(pair.after).to(device))
+            planes = enc(threedpe.prepare_input(pair.after).to(device), own).float()
+    if planes is not None:
+        depth = model.renderer(planes, camera, p)["image_depth"]
     after = threedpe.prepare_input(pair.after).to(device)
     image = F.interpolate(after, size=(p.output_size,) * 2, mode="area") if p.output_size != 512 else after
     raw = F.interpolate(after, size=(p.neural_resolution,) * 2, mode="area")
