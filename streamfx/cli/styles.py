@@ -5,6 +5,10 @@
   [--device D] [--weights PATH | --random-weights SEED] [--resume] ...`` fine-tunes the
   3DPE encoder's final head and reference fusion as a low-rank adapter (the official
   recipe's trainable modules) and writes ``STYLES/NAME/`` (see :mod:`streamfx.training`).
+* ``streamfx styles create NAME --text "..." --photo PHOTO --text-model DIR [--steps N]
+  [--guidance G] [--image-guidance I] [--seed S] [--device D]`` edits the aligned photo with
+  an instruction-editing diffusion model (InstructPix2Pix, a local folder) and writes
+  ``STYLES/NAME/`` with the result as its reference image (see :mod:`streamfx.styles.text`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from .common import add_device_arg, add_styles_arg, load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("styles", help="list named styles; train a style pack from image pairs")
+    parser = subparsers.add_parser("styles", help="list named styles; train a style pack from image pairs "
+                                   "or create one from text")
     sub = parser.add_subparsers(dest="styles_command", required=True, metavar="ACTION")
     ls = sub.add_parser("list", help="the named images and style packs of the styles folder")
     add_styles_arg(ls)
@@ -56,6 +61,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_styles_arg(t)
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=run_train)
+    _register_create(sub)
+
+
+def _register_create(sub) -> None:
+    from ..styles import text
+
+    c = sub.add_parser("create", help="make a style from a text instruction (InstructPix2Pix on a photo)")
+    c.add_argument("name", help="the style's name (the pack folder STYLES/NAME/)")
+    c.add_argument("--text", required=True, help='the edit, as an instruction: "turn him into a bronze statue"')
+    c.add_argument("--photo", type=Path, required=True, metavar="PHOTO",
+                   help="a portrait to edit (aligned with the face stack; a 512x512 EG3D crop is used as it is)")
+    c.add_argument("--text-model", type=Path, required=True, metavar="DIR",
+                   help="a local InstructPix2Pix folder (hf download timbrooks/instruct-pix2pix "
+                        "--local-dir DIR, on a machine with internet; StreamFX never downloads)")
+    c.add_argument("--steps", type=int, default=text.STEPS, metavar="N",
+                   help=f"diffusion steps (default {text.STEPS})")
+    c.add_argument("--guidance", type=float, default=text.GUIDANCE, metavar="G",
+                   help=f"text guidance scale (default {text.GUIDANCE})")
+    c.add_argument("--image-guidance", type=float, default=text.IMAGE_GUIDANCE, metavar="I",
+                   help=f"image guidance scale; higher keeps more of the photo (default {text.IMAGE_GUIDANCE})")
+    c.add_argument("--seed", type=int, default=text.SEED, help=f"noise seed (default {text.SEED})")
+    add_device_arg(c)
+    add_styles_arg(c)
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=run_create)
 
 
 def _styles_dir(args: argparse.Namespace) -> Path:
@@ -85,6 +115,72 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"{name:<24} {style.kind:<10} {_shown(style):<28} {extra}".rstrip())
     print(f"{len(names)} style(s) in {library.folder}")
     return 0
+
+
+def _check_new_name(name: str, styles_dir: Path) -> Path:
+    """STYLES/NAME for a new style; CliError for a bad name or one that a style already has."""
+    from ..styles import StyleLibrary
+    from ..training.job import _NAME
+
+    if not _NAME.match(name):
+        raise CliError(f"style name {name!r}: use letters, digits, '_', '-' or '.' (at most 64)")
+    library = StyleLibrary(styles_dir)
+    folder = styles_dir / name
+    if name in library.names() or name in library.problems() or folder.exists():
+        raise CliError(f"a style {name!r} already exists in {styles_dir}; choose another name or remove it")
+    return folder
+
+
+def run_create(args: argparse.Namespace) -> int:
+    from ..runtime.devices import DeviceUnavailable, resolve_device
+    from ..styles import StyleError, text
+
+    if args.steps < 1:
+        raise CliError("--steps must be at least 1")
+    if not args.text.strip():
+        raise CliError("--text is empty")
+    try:
+        device = resolve_device(args.device)
+        folder = _check_new_name(args.name, _styles_dir(args))
+        text.check_model_folder(args.text_model)
+        text.require_text_extra()
+        crop = text.align_photo(args.photo)  # all of the above before loading gigabytes
+        if not args.quiet:
+            print(f"loading {args.text_model} on {device}", file=sys.stderr, flush=True)
+        pipe = text.load_text_model(args.text_model, device)
+    except (DeviceUnavailable, text.TextModelError, StyleError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    bar = None if args.quiet else _StepBar()
+    try:
+        style = text.create_text_style(folder, crop, args.text, args.text_model, args.steps, args.guidance,
+                                       args.image_guidance, args.seed, device=str(device), pipe=pipe,
+                                       progress=bar.update if bar else None)
+    except text.TextModelError as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"wrote {folder}/ ({args.steps} steps, seed {args.seed}, {style.meta['seconds']:.1f} s on {device}); "
+          f"use it with --prompt {args.name} or --style {args.name}")
+    return 0
+
+
+class _StepBar:
+    """tqdm over diffusion steps, on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def update(self, k: int, n: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=n, desc="diffusion", unit="step", file=sys.stderr)
+        self.bar.update(k - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _shown(style) -> str:
