@@ -78,8 +78,8 @@ class TrainResult:
 class Trainer:
     def __init__(self, model: threedpe.ThreeDPE, pairs: list[Pair], reference_rgb: np.ndarray, config: TrainConfig,
                  name: str = "style", lpips=None, identity=None,
-                 progress: Callable[[str], None] | None = None) -> None:
-        self.config, self.name = config, name
+                 progress: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.config, self.name, self.clock = config, name, clock
         self.device = torch.device(config.device)
         self.autocast = torch.bfloat16 if config.precision == "bf16" else None
         self.model = model.to(self.device).float().eval().requires_grad_(False)
@@ -166,33 +166,37 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
-    def _done(self, started: float) -> bool:
+    def _done(self, elapsed: float) -> bool:
+        """Whether the step count or the time budget (``elapsed``: seconds trained in all) is reached."""
         c = self.config
         if c.steps is not None and self.step >= c.steps:
             return True
-        return c.minutes is not None and self.seconds + time.perf_counter() - started >= c.minutes * 60
+        return c.minutes is not None and elapsed >= c.minutes * 60
 
     def run(self, on_step: Callable[[StepInfo], None] | None = None,
             save: Callable[["Trainer"], None] | None = None) -> TrainResult:
         """Train until the step count or time budget; ``save(self)`` at least every
-        ``save_every_s`` and on Ctrl-C (then the result is marked ``interrupted``)."""
+        ``save_every_s`` and on Ctrl-C (then the result is marked ``interrupted``). Evaluating
+        the losses before and after is not part of the time budget."""
         if not self.losses_before:
             self.losses_before = self.evaluate(self.train_pairs)
             self.heldout_before = self.heldout_error()
-        started, last_save, base_seconds, interrupted = time.perf_counter(), time.perf_counter(), self.seconds, False
+        clock = self.clock
+        started, base_seconds, interrupted = clock(), self.seconds, False
+        last_save = started
         try:
-            while not self._done(started):
+            while not self._done(base_seconds + clock() - started):
                 loss = self.train_step()
-                elapsed = base_seconds + time.perf_counter() - started
+                now = clock()
+                self.seconds = base_seconds + now - started
                 if on_step is not None:
-                    on_step(StepInfo(self.step, self.config.steps, loss, elapsed, self._eta(elapsed)))
-                if save is not None and time.perf_counter() - last_save >= self.config.save_every_s:
-                    self.seconds = elapsed
+                    on_step(StepInfo(self.step, self.config.steps, loss, self.seconds, self._eta(self.seconds)))
+                if save is not None and now - last_save >= self.config.save_every_s:
                     save(self)
-                    last_save = time.perf_counter()
+                    last_save = clock()
         except KeyboardInterrupt:
             interrupted = True
-        self.seconds = base_seconds + time.perf_counter() - started
+        self.seconds = base_seconds + clock() - started
         if save is not None:
             save(self)
         return TrainResult(self.adapter.export(self.name), self.step, self.seconds, self.losses_before,

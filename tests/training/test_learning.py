@@ -91,3 +91,17 @@ def test_interrupt_saves_and_resume_continues_exactly(random_model, inverted_pai
     other = _small_trainer(random_model, pairs[:1] + pairs[:1], reference, 3)  # other pairs
     with pytest.raises(ValueError, match="other settings or pairs"):
         other.load_state(load_state(state))
+
+
+def test_the_time_budget_counts_each_second_once_across_saves(random_model, inverted_pairs):
+    """With a state save after every step, training still runs its whole budget (a fake clock
+    of 1 s per reading; saving once counted the time before the save twice)."""
+    ticks = iter(range(10_000))
+    config = TrainConfig(minutes=0.2, save_every_s=0.0, seed=3, render=PRESET, weights=IMAGE_ONLY,
+                         precision=auto_precision(torch.device("cpu")))
+    pairs = load_pairs(inverted_pairs)
+    trainer = Trainer(random_model, pairs, pairs[0].after, config, clock=lambda: float(next(ticks)))
+    saves = []
+    result = trainer.run(save=lambda t: saves.append(t.seconds))
+    assert 12.0 <= result.seconds <= 14.0, result.seconds  # the 12 s budget, and at most one step past it
+    assert len(saves) == result.steps + 1 and saves == sorted(saves)
