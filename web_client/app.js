@@ -6,6 +6,7 @@ const state = {
   pc: null, channel: null, stream: null, sendStream: null, serverStats: null,
   rtt: [], framesReceived: 0, connection: "idle", info: null, errors: [], acks: [],
   notices: [],  // what the notice bar shows: {text, kind, count}, the last MAX_NOTICES
+  generating: null,  // a text prompt in work: {step, of} (progress from the server), else null
 };
 window.streamfx = state;  // read by tests and benchmarks
 
@@ -288,11 +289,12 @@ function sendAllControls() {
 }
 function onControlMessage(msg) {
   if (msg.type === "stats") { state.serverStats = msg; renderStats(); }
-  else if (msg.type === "error") { recordError(msg.message); notice(msg.message); }
+  else if (msg.type === "error") { recordError(msg.message); notice(msg.message); showGenerating(null); }
+  else if (msg.type === "progress" && msg.for === "prompt") showGenerating({ step: msg.step, of: msg.of });
   else if (msg.type === "ack") {
     state.acks.push(msg.for);
     if (state.acks.length > 50) state.acks.splice(0, state.acks.length - 50);
-    if (msg.for === "prompt") notice("");
+    if (msg.for === "prompt") { notice(""); showGenerating(null); showReference(msg); }
   }
   else if (msg.type === "info") { state.info = { ...state.info, ...msg }; }
 }
@@ -336,6 +338,28 @@ function renderStats() {
   $("stats").textContent = lines.join("\n");
 }
 
+// ---------------------------------------------------------------- text prompts
+// A text is a style name, or (servers started with --text-model) an edit generated from the
+// caller's face in the background: the button counts the steps, the ack brings a thumbnail.
+function showGenerating(progress) {
+  state.generating = progress;
+  $("generate").textContent = progress ? (progress.of ? `generating ${progress.step}/${progress.of}` : "generating…") : "Generate";
+}
+function showReference(ack) {
+  if (ack.chose) notice(`No style is called that; using the closest, "${ack.chose}".`, "info");
+  const img = $("prompt-thumb");
+  const thumb = typeof ack.thumbnail === "string" && ack.thumbnail.startsWith("data:image/jpeg;base64,") ? ack.thumbnail : null;
+  img.hidden = !thumb;
+  if (thumb) { img.src = thumb; img.title = ack.generated ? `generated: ${ack.text}` : (ack.chose || ""); }
+}
+function sendText() {
+  const text = $("prompt-text").value.trim();
+  if (!text) { notice("Type a style name or an edit first.", "info"); return; }
+  if (!state.channel || state.channel.readyState !== "open") { notice("Start the call first.", "info"); return; }
+  showGenerating({ step: 0, of: 0 });
+  send({ type: "prompt", text });
+}
+
 // ---------------------------------------------------------------- wiring
 $("start").onclick = start;
 $("stats").onclick = () => $("stats").classList.toggle("collapsed");
@@ -345,6 +369,8 @@ $("camera").onchange = () => { if (state.pc) start(); };
 $("view").onchange = () => { $("videos").className = $("view").value; };
 $("preset").onchange = () => send($("preset").value ? { type: "prompt", preset: $("preset").value } : { type: "prompt", clear: true });
 $("reference").onchange = (ev) => { if (ev.target.files[0]) sendReference(ev.target.files[0]); };
+$("generate").onclick = sendText;
+$("prompt-text").onkeydown = (ev) => { if (ev.key === "Enter") sendText(); };
 $("clear").onclick = () => { $("preset").value = ""; send({ type: "prompt", clear: true }); };
 $("strength").oninput = strengthInput;
 $("strength").onchange = strengthInput.flush;

@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="another page origin allowed to connect (repeatable)")
     p.add_argument("--max-callers", type=int, default=None, metavar="N",
                    help="at most N callers at once (default: as many as the engine's measured cost allows)")
+    p.add_argument("--text-model", type=Path, default=None, metavar="DIR",
+                   help="a local InstructPix2Pix folder: text prompts generate a reference from the caller's face "
+                        "(needs the text extra)")
+    p.add_argument("--text-steps", type=int, default=20, metavar="N",
+                   help="diffusion steps of one text prompt (default 20)")
     add_styles_arg(p)
     add_runtime_args(p)
     p.set_defaults(func=run)
@@ -67,6 +72,21 @@ def _is_address(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def text_model_from_args(args: argparse.Namespace) -> Path | None:
+    """The checked ``--text-model`` folder, or None; a one-line error when it cannot be used."""
+    if args.text_steps < 1:
+        raise CliError("--text-steps must be at least 1")
+    if args.text_model is None:
+        return None
+    from ..styles.text import TextModelError, check_model_folder, require_text_extra
+
+    try:
+        require_text_extra()
+        return check_model_folder(args.text_model)
+    except TextModelError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _chosen_engine(requested: str, options) -> str:
@@ -224,6 +244,8 @@ def _print_banner(args: argparse.Namespace, shown: list[str], engine: str, optio
     elif not _is_loopback(args.host):
         print("  Warning: browsers on other machines will refuse the camera over plain HTTP; "
               "restart with --tls self-signed (or --cert FILE --key FILE) to serve HTTPS.", flush=True)
+    if getattr(args, "text_model", None) is not None:
+        print(f"  text prompts: {args.text_model} ({args.text_steps} steps; loaded on the first one)", flush=True)
     if admin is not None and admin != args.admin_token:
         print(f"  admin token (for /metrics and /ws without a caller): {admin}", flush=True)
     if engine != "3dpe":
@@ -240,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be between 0 and 65535")
     token, tokens, admin = tokens_from_args(args)
+    text_model = text_model_from_args(args)
     files = tls_from_args(args)
     ssl_context = None
     if files is not None:
@@ -263,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
                               allowed_hosts=tuple(dict.fromkeys(allowed_hosts)), tls=files is not None,
                               ice_loopback=args.ice_loopback, ice_servers=tuple(args.ice_server),
                               allowed_origins=tuple(args.allow_origin), engine=engine, engine_options=options,
-                              max_fps=args.max_fps, limits=Limits(max_callers=args.max_callers))
+                              max_fps=args.max_fps, limits=Limits(max_callers=args.max_callers),
+                              text_model=text_model, text_steps=args.text_steps)
 
         _print_banner(args, shown, engine, options, token, tokens, admin, files)
         where = {"sock": sock} if sock is not None else {"host": args.host, "port": port}

@@ -37,6 +37,11 @@ class EngineSession(ABC):
     def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
         """Filter one RGB uint8 frame (H, W, 3) and return a frame of the same shape."""
 
+    def face_crop(self) -> np.ndarray | None:
+        """The latest aligned (512, 512, 3) RGB uint8 face crop this session saw, or None
+        (no face yet, or an engine that does not align). Called off the frame path."""
+        return None
+
     def stats(self) -> dict[str, Any]:
         """Engine-specific numbers for the caller's stats message (rates, preset ...)."""
         return {}

@@ -47,6 +47,8 @@ class ServerConfig:
     workers: int = 2                         # threads that run engines (inference releases the GIL)
     prompt_workers: int = 1                  # threads that decode prompt images and compute their tokens
     session_workers: int = 2                 # threads that open and close caller sessions (mediapipe graphs, workers)
+    text_model: Path | None = None           # an InstructPix2Pix folder: text prompts generate references
+    text_steps: int = 20                     # diffusion steps of one text prompt
 
     @property
     def exposed(self) -> bool:

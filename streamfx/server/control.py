@@ -4,7 +4,9 @@ Client to server (one JSON object per message)::
 
     {"type": "hello"}                                   -> {"type": "info", ...engine info}
     {"type": "prompt", "preset": "clown"}               a named preset/style
-    {"type": "prompt", "text": "bronze statue"}         text: the closest preset name wins
+    {"type": "prompt", "text": "bronze statue"}         text: a style name (exact or any case); else a
+                                                        reference generated from the caller's face
+                                                        (--text-model); else the closest name
     {"type": "prompt", "image": "data:image/png;base64,..."}  a reference image
     {"type": "prompt", "clear": true}
     {"type": "pose", "mode": "follow|frontal|offset|fixed", "yaw": 10, "pitch": -5}
@@ -14,6 +16,9 @@ Client to server (one JSON object per message)::
 
 Server to client: ``{"type": "stats", ...}`` about once a second, ``{"type": "ack", "for": T}``
 after a change took effect, ``{"type": "error", "for": T, "message": "..."}`` when it did not.
+A text prompt's ack may add ``"chose": NAME`` (the closest name) or ``"text": ..., "generated":
+true`` (and a ``"thumbnail"`` data URL); while it generates, ``{"type": "progress", "for":
+"prompt", "step": k, "of": n}``.
 
 :func:`parse` validates a message completely and returns a typed command; applying it is
 the caller's job (``streamfx.server.peers``).
@@ -47,7 +52,7 @@ class SetPromptImage:
 @dataclass(frozen=True)
 class SetPromptName:
     name: str
-    fuzzy: bool  # True for free text: match the closest preset name
+    fuzzy: bool  # True for free text: a name, else a generated reference, else the closest name
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ computed on the prompt executor, never on the frame executor.
 prompt replaces a waiting one (which is answered "replaced"), so a flood of prompts costs one
 decode at a time, and the previous prompt stays on screen until the newest is ready.
 **One rate limit per caller**, shared by its data channel and every ``/ws`` socket of it.
+**Text** (``{"type": "prompt", "text": ...}``): an exact or case-insensitive style name wins;
+else, with ``--text-model``, a reference is generated from the caller's face in the background
+(:mod:`streamfx.server.text_prompts`); else the closest name (the only fuzzy matching).
 :class:`CallerRegistry` holds the callers and closes everyone on shutdown.
 """
 
@@ -28,14 +31,18 @@ from ..pipeline.engine import Engine, PromptError
 from ..pipeline.processor import CallerPipeline
 from ..pipeline.prompts import ReferenceError, ReferenceLimits, image_prompt, preset_prompt
 from ..styles import StyleError, match_name
+from ..styles.text import TextModelError
 from . import control
 from .config import ServerConfig
 from .image_decoder import ImageDecoder
 from .security import RateLimiter
+from .text_prompts import CallerText, Dropped, GeneratedPrompt, TextModel, style_thumbnail
 from .tracks import FilteredTrack
 
 logger = log.get(__name__)
 Send = Callable[[str], None]
+TEXT_HINT = "to make a style from text, start the server with --text-model DIR; see the README"
+NO_FACE = "no face to edit yet: look at the camera and try again"
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class Caller:
         self._stats_task = asyncio.ensure_future(self._push_stats())
         self._prompt_task: asyncio.Task | None = None
         self._waiting_prompt: tuple[control.Command, Send, asyncio.Future] | None = None
+        self.text: CallerText | None = None  # set by the registry when the server has a text model
         self.extra_stats: Callable[[], dict] = dict
 
     @classmethod
@@ -105,7 +113,7 @@ class Caller:
             command = control.parse(message, limits.max_control_bytes,
                                     ReferenceLimits(limits.max_reference_bytes, limits.max_reference_pixels))
             kind = await self.apply(command, reply)
-        except (control.ControlError, PromptError, ReferenceError, StyleError) as exc:
+        except (control.ControlError, PromptError, ReferenceError, StyleError, TextModelError) as exc:
             reply(control.encode("error", message=str(exc)))
             return
         except Exception:  # noqa: BLE001 - a bug in one command must not end the call
@@ -115,9 +123,10 @@ class Caller:
         if kind == "info":
             reply(control.encode("info", caller=self.id, **self.engine.info()))
         else:
-            reply(control.encode("ack", **{"for": kind}))
+            reply(control.encode("ack", **(kind if isinstance(kind, dict) else {"for": kind})))
 
-    async def apply(self, command: control.Command, reply: Send | None = None) -> str:
+    async def apply(self, command: control.Command, reply: Send | None = None) -> str | dict:
+        """What to acknowledge: the kind, or the ack's fields (a text prompt's)."""
         controls = self.pipeline.controls
         if isinstance(command, control.Hello):
             return "info"
@@ -127,8 +136,50 @@ class Caller:
                                            f"choose one of {', '.join(self.engine.qualities())}")
             setattr(controls, command.name, command.value)
             return command.name
-        await self._queue_prompt(command, reply or (lambda text: None))
+        reply = reply or (lambda text: None)
+        if isinstance(command, control.SetPromptName) and command.fuzzy:
+            return await self._text_prompt(command.name, reply)
+        if self.text is not None:
+            self.text.cancel()  # a newer prompt: a generation in work is dropped
+        await self._queue_prompt(command, reply)
         return "prompt"
+
+    async def _text_prompt(self, text: str, reply: Send) -> dict:
+        """A style name (exact or any case); else a reference generated from the caller's face
+        with the text model; else, without one, the closest style name."""
+        loop = asyncio.get_running_loop()
+        names = self.engine.presets()
+        exact = next((n for n in names if n == text), None) or next(
+            (n for n in names if n.lower() == text.lower()), None)
+        if exact is not None or self.text is None:
+            if exact is None:
+                try:
+                    name = match_name(text, names, fuzzy=True)
+                except StyleError:
+                    raise StyleError(f"no style matches {text!r}; known: {', '.join(names) or 'none'}; "
+                                     f"{TEXT_HINT}") from None
+            else:
+                name = exact
+            if self.text is not None:
+                self.text.cancel()
+            await self._queue_prompt(control.SetPromptName(name, fuzzy=False), reply)
+            ack: dict = {"for": "prompt"} if exact is not None else {"for": "prompt", "chose": name}
+            thumb = await loop.run_in_executor(self.executors.prompts, style_thumbnail, self.engine, name)
+            return {**ack, "thumbnail": thumb} if thumb else ack
+        crop = await loop.run_in_executor(self.executors.prompts, self.pipeline.session.face_crop)
+        if crop is None:
+            raise PromptError(NO_FACE)
+
+        def progress(step: int, of: int) -> None:
+            reply(control.encode("progress", **{"for": "prompt", "step": step, "of": of}))
+
+        try:
+            made = await self.text.generate(crop, text, progress)
+        except Dropped:
+            raise PromptError("replaced by a newer prompt before it was ready") from None
+        await self._queue_prompt(GeneratedPrompt(made.prompt), reply)
+        return {"for": "prompt", "text": text, "generated": True, "cached": made.cached,
+                "thumbnail": made.thumbnail}
 
     async def _queue_prompt(self, command: control.Command, reply: Send) -> None:
         """Wait until this prompt is on screen, or until a newer one replaced it while it waited."""
@@ -161,8 +212,10 @@ class Caller:
         loop = asyncio.get_running_loop()
         if isinstance(command, control.ClearPrompt):
             prompt = None
+        elif isinstance(command, GeneratedPrompt):
+            prompt = command.prompt
         elif isinstance(command, control.SetPromptName):
-            prompt = preset_prompt(match_name(command.name, self.engine.presets(), command.fuzzy))
+            prompt = preset_prompt(match_name(command.name, self.engine.presets(), fuzzy=False))
         else:
             assert isinstance(command, control.SetPromptImage)
             ref_limits = ReferenceLimits(limits.max_reference_bytes, limits.max_reference_pixels)
@@ -195,6 +248,8 @@ class Caller:
             return
         self.closed.set()
         self._stats_task.cancel()
+        if self.text is not None:
+            self.text.cancel()
         if self._waiting_prompt is not None and not self._waiting_prompt[2].done():
             self._waiting_prompt[2].set_exception(PromptError("the call closed"))
         if self.track is not None:
@@ -209,15 +264,26 @@ class Caller:
 
 
 class CallerRegistry:
+    """The callers, and the server's one text model (made on the first caller of a server
+    configured with one; its model loads on the first text prompt)."""
+
     def __init__(self) -> None:
         self.callers: dict[str, Caller] = {}
+        self.text_model: TextModel | None = None
 
     def add(self, caller: Caller) -> None:
         self.callers[caller.id] = caller
+        config = caller.config
+        if config.text_model is not None:
+            if self.text_model is None:
+                self.text_model = TextModel(config.text_model, config.text_steps, config.engine_options.device)
+            caller.text = CallerText(self.text_model)
 
     async def remove(self, caller: Caller) -> None:
         self.callers.pop(caller.id, None)
         await caller.close()
 
     async def close_all(self) -> None:
+        if self.text_model is not None:
+            self.text_model.close()
         await asyncio.gather(*(self.remove(c) for c in list(self.callers.values())), return_exceptions=True)

@@ -294,7 +294,9 @@ def test_presets_list_looks_and_styles_folder(tmp_path):
     try:
         assert eng.presets() == [*LOOKS, "style_2", "style_3"]
         assert eng.prepare(preset_prompt("style_3")).name == "style_3"
-        assert eng.prepare(preset_prompt("Style-3")).name == "style_3"  # closest name wins
+        assert eng.prepare(preset_prompt("STYLE_3")).name == "style_3"  # any case
+        with pytest.raises(PromptError, match="no style or preset matches 'Style-3'"):
+            eng.prepare(preset_prompt("Style-3"))  # no fuzzy match here: free text is the server's
         assert eng.prepare(preset_prompt("cartoon")).kind == "look"
         with pytest.raises(PromptError, match="no style or preset matches 'zebra'.*cartoon.*style_2"):
             eng.prepare(preset_prompt("zebra"))

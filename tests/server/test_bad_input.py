@@ -89,14 +89,14 @@ async def test_websocket_control_and_bad_messages(server_factory, client_factory
 
         def answered() -> bool:  # the image error, the strength error and the prompt's ack
             errors = [r["message"] for r in replies if r["type"] == "error"]
-            return len(errors) >= 2 and {"type": "ack", "for": "prompt"} in replies
+            return len(errors) >= 2 and {"type": "ack", "for": "prompt", "chose": "invert"} in replies
 
         while not answered():
             replies.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
         errors = [r["message"] for r in replies if r["type"] == "error"]
         assert any("not a readable image" in e for e in errors)
         assert any("between 0 and 1" in e for e in errors)
-        assert {"type": "ack", "for": "prompt"} in replies
+        assert {"type": "ack", "for": "prompt", "chose": "invert"} in replies  # the closest name, said
         assert server.state.registry.callers[answer["caller"]].pipeline.controls.prompt.name == "invert"
         # an oversized message closes this socket with 1009; the caller itself lives on
         await ws.send("x" * (300 * 1024))

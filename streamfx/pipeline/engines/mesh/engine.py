@@ -21,7 +21,7 @@ from typing import Any, Union
 import numpy as np
 
 from .... import log
-from ....face import Face, FaceError, FaceTracker
+from ....face import Face, FaceError, FaceTracker, align_face
 from ....face.pose import estimate_pose
 from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
@@ -81,7 +81,7 @@ class MeshEngine(Engine):
 
     def _preset(self, name: str) -> Edit:
         try:
-            match = match_name(name, self.presets(), fuzzy=True)
+            match = match_name(name, self.presets(), fuzzy=False)  # fuzzy text is the server's
             if match in LOOKS:
                 return Look(match)
             image = self.styles.image(match)  # a trained pack's adapter is for 3DPE: its reference is used here
@@ -146,10 +146,15 @@ class MeshSession(EngineSession):
         self._face = "none"
         self._clamped = False
         self._target: tuple[float, float] | None = None
+        self._last_face: tuple[np.ndarray, Face] | None = None  # for face_crop(), aligned only when asked
 
     def set_prompt(self, prompt: Prompt | None) -> None:
         edit = self.engine.prepare(prompt)  # heavy; raises PromptError and keeps the old edit
         self._edit = edit  # one assignment: the frame thread sees either the old or the new edit
+
+    def face_crop(self) -> np.ndarray | None:
+        last = self._last_face
+        return None if last is None else align_face(last[0], last[1]).crop
 
     def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
         try:
@@ -162,6 +167,7 @@ class MeshSession(EngineSession):
         if face is None:
             self._clamped, self._target = False, None
             return frame
+        self._last_face = (frame, face)  # references: nothing is copied per frame
         if controls.pose.mode != "follow":
             face = _unsmoothed(face)
         edit = self._edit

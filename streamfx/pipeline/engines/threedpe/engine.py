@@ -191,6 +191,7 @@ class ThreeDPESession(EngineSession):
         self._crop_t: torch.Tensor | None = None   # GPU: this frame's crop on the device (uint8)
         self._x_t: torch.Tensor | None = None      # GPU: the same as the encoder's input
         self._deadline: float | None = None        # this frame's budget ends (monotonic s), for batching
+        self._last_crop: np.ndarray | None = None  # the latest aligned crop (a reference, for text prompts)
 
     # -- prompts ------------------------------------------------------------------------
     def set_prompt(self, prompt: Prompt | None) -> None:
@@ -201,13 +202,16 @@ class ThreeDPESession(EngineSession):
         else:
             try:
                 if prompt.kind == "preset":
-                    name = match_name(prompt.name, self.engine.presets(), fuzzy=True)
+                    name = match_name(prompt.name, self.engine.presets(), fuzzy=False)
                     prompt = Prompt(kind="preset", name=name, key=f"preset:{name}")
                 tokens, adapter = self.engine.style_for(prompt)
             except (threedpe.ModelInputError, ValueError) as exc:  # StyleError, ReferenceError among them
                 raise PromptError(str(exc)) from None
         self._tokens, self._adapter, self._scaled = tokens, adapter, None
         self.reset_temporal()
+
+    def face_crop(self) -> np.ndarray | None:
+        return self._last_crop
 
     # -- encoding -----------------------------------------------------------------------
     def _tokens_for(self, crop: np.ndarray) -> torch.Tensor:
@@ -289,6 +293,7 @@ class ThreeDPESession(EngineSession):
             return frame
         with timer.stage("align"):
             aligned = align_face(frame, result.face)
+            self._last_crop = aligned.crop
         if self.gpu is not None:
             self._crop_t, self._x_t = self.gpu.model_input(aligned.crop)
         planes = self._keyframe(aligned.crop, timer)
