@@ -220,7 +220,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..styles import StyleError
     from ..training.criteria import CriterionWeightsError
     from ..training.job import JobError, StyleJob, check_job, run_job
-    from ..training.pairs import PairsError
+    from ..training.pairs import PairsError, find_pairs
 
     try:
         device = resolve_device(args.device)
@@ -235,7 +235,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     bar = None
     try:
-        check_job(job)  # before loading 700 MB of weights
+        check_job(job)  # before loading 700 MB of weights, as are the pairs' names and files
+        find_pairs(job.pairs)
         say(f"loading 3DPE weights{' (random)' if args.random_weights is not None else ''}")
         model = load_model(args)
         c = job.config

@@ -63,7 +63,8 @@ def test_bad_options_are_one_line_before_any_weights_load(pairs, tmp_path, capsy
 def test_bad_pairs_and_names_are_one_line(pairs, tmp_path, capsys):
     (pairs / "after" / "f2.png").unlink()
     base = ["--styles", str(tmp_path / "s"), "--random-weights", "0", "-q"]
-    _one_line_error(capsys, ["styles", "train", "x", "--pairs", str(pairs), *base], "has no match in")
+    no_weights = ["--styles", str(tmp_path / "s"), "--weights", str(tmp_path / "missing.pt"), "-q"]
+    _one_line_error(capsys, ["styles", "train", "x", "--pairs", str(pairs), *no_weights], "has no match in")  # first
     _one_line_error(capsys, ["styles", "train", "../up", "--pairs", str(pairs), *base], "use letters, digits")
     (tmp_path / "s").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "s" / "x.png")
