@@ -51,6 +51,21 @@ async def _await_replies(caller: HarnessCaller, start: int, n: int, timeout: flo
     return caller.replies[start:start + n]
 
 
+async def ws_replies(ws, n: int, timeout: float, into: list[dict] | None = None) -> list[dict]:
+    """Up to ``n`` replies (JSON, stats aside) from WebSocket ``ws`` within ``timeout`` seconds,
+    appended to ``into`` as they come (kept if the socket closes meanwhile)."""
+    replies = [] if into is None else into
+    deadline = time.monotonic() + timeout
+    while len(replies) < n and time.monotonic() < deadline:
+        try:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            break
+        if msg.get("type") != "stats":
+            replies.append(msg)
+    return replies
+
+
 async def _ws_batch(url: str, messages: list[str | bytes], timeout: float) -> dict:
     """Send ``messages`` on one socket; count the replies (stats aside)."""
     import websockets
@@ -61,14 +76,7 @@ async def _ws_batch(url: str, messages: list[str | bytes], timeout: float) -> di
         async with websockets.connect(url, max_size=None) as ws:
             for m in messages:
                 await ws.send(m)
-            deadline = time.monotonic() + timeout
-            while len(replies) < len(messages) and time.monotonic() < deadline:
-                try:
-                    msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-                except asyncio.TimeoutError:
-                    break
-                if msg.get("type") != "stats":
-                    replies.append(msg)
+            await ws_replies(ws, len(messages), timeout, into=replies)
     except websockets.ConnectionClosed as exc:
         closed = exc.rcvd.code if exc.rcvd else "no close frame"
     except Exception as exc:  # noqa: BLE001 - e.g. refused with 429: reported

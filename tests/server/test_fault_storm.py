@@ -30,6 +30,7 @@ import websockets
 from aioice import ice as aioice_ice
 from PIL import Image
 
+from benchmarks.fault_storm import ws_replies as collect_ws_replies
 from rtc_client import Client, PatternTrack
 from streamfx.pipeline.engines.overlay import OverlayEngine
 from streamfx.server.config import Limits
@@ -106,19 +107,6 @@ async def _errors_after(client: Client, start: int, n: int, timeout: float) -> l
         if len(replies) >= n or time.monotonic() > deadline:
             return replies
         await asyncio.sleep(0.05)
-
-
-async def _ws_replies(ws, n: int, timeout: float) -> list[dict]:
-    replies: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while len(replies) < n and time.monotonic() < deadline:
-        try:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            break
-        if msg.get("type") != "stats":
-            replies.append(msg)
-    return replies
 
 
 async def _wait_until(predicate, timeout: float, what: str) -> float:
@@ -215,13 +203,13 @@ async def test_fault_storm_leaves_the_streaming_callers_streaming(server_factory
         async with websockets.connect(f"{ws_base}/ws?caller={b.caller_id}", max_size=None) as ws:
             for i in range(25):
                 await ws.send(MALFORMED[(i + 7) % len(MALFORMED)])
-            ws_replies = await _ws_replies(ws, 25, timeout=20)
+            ws_replies = await collect_ws_replies(ws, 25, timeout=20)
         oversized_ws: list[str] = []
         for i in range(25):
             async with websockets.connect(f"{ws_base}/ws?caller={b.caller_id}", max_size=None) as ws:
                 await ws.send(_oversized(i))
                 try:
-                    reply = await _ws_replies(ws, 1, timeout=10)
+                    reply = await collect_ws_replies(ws, 1, timeout=10)
                     oversized_ws.append("error" if reply and reply[0]["type"] == "error" else f"reply {reply}")
                 except websockets.ConnectionClosed as closed:
                     oversized_ws.append("closed 1009" if closed.rcvd and closed.rcvd.code == 1009 else f"closed {closed}")
