@@ -370,7 +370,7 @@ def load_source(source: str, size: tuple[int, int], limit: int = 60) -> list[np.
     return frames + frames[-2:0:-1]  # forth and back, no jump
 
 
-def _track_class():
+def stamp_track_class():
     from aiortc import VideoStreamTrack
     from av import VideoFrame
 
@@ -426,7 +426,7 @@ class HarnessCaller:
 
         ice.enable_loopback_candidates()
         self.pc = RTCPeerConnection(ice.rtc_configuration())
-        self.track = _track_class()(size[0], size[1], fps, frames)
+        self.track = stamp_track_class()(size[0], size[1], fps, frames)
         self.pc.addTrack(self.track)
         self.channel = self.pc.createDataChannel("control")
         self.channel_open = asyncio.Event()

@@ -6,7 +6,6 @@ enable text. A tiny random InstructPix2Pix pipeline runs the real diffusers path
 from __future__ import annotations
 
 import asyncio
-import fractions
 import importlib.util
 import json
 import sys
@@ -16,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiortc import VideoStreamTrack
-from av import VideoFrame
 from PIL import Image
 from rtc_client import Client
 
@@ -26,27 +23,13 @@ from streamfx.pipeline.engines.mesh.engine import MeshEngine
 pytestmark = pytest.mark.slow
 
 
-class FaceTrack(VideoStreamTrack):
-    """A camera that shows one face photo in a 320x240 frame at ``fps``."""
+def face_track(photo: Path, fps: int = 10):
+    """A camera that shows one face photo (its index stamped above it) in a 480x360 frame."""
+    from benchmarks.server_harness import stamp_track_class
 
-    def __init__(self, photo: Path, fps: int = 10) -> None:
-        super().__init__()
-        face = Image.open(photo).convert("RGB").resize((220, 220), Image.Resampling.BILINEAR)
-        self.frame = np.full((240, 320, 3), 90, np.uint8)
-        self.frame[10:230, 50:270] = np.asarray(face)
-        self.fps, self.index = fps, 0
-        self._start: float | None = None
-
-    async def recv(self) -> VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self.index / self.fps - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        frame = VideoFrame.from_ndarray(self.frame, format="rgb24")
-        frame.pts, frame.time_base = int(self.index * 90000 / self.fps), fractions.Fraction(1, 90000)
-        self.index += 1
-        return frame
+    frame = np.full((360, 480, 3), 90, np.uint8)
+    frame[100:320, 130:350] = np.asarray(Image.open(photo).convert("RGB").resize((220, 220), Image.Resampling.BILINEAR))
+    return stamp_track_class()(480, 360, fps, [frame])
 
 
 @dataclass
@@ -107,7 +90,7 @@ def _is_ack(m):
 
 async def test_text_generates_in_background_and_newest_wins(server_factory, tiny_model, testdata):
     server = await server_factory(engine=TextMesh(), text_model=tiny_model, text_steps=6)
-    client = await _call(server, FaceTrack(testdata / "faces" / "ffhq_1.png"))
+    client = await _call(server, face_track(testdata / "faces" / "ffhq_1.png"))
     try:
         n = _send(client, preset="cartoon")
         await _wait_for(client, lambda m: m == {"type": "ack", "for": "prompt"}, "preset ack", n)
