@@ -347,6 +347,7 @@ function showGenerating(progress) {
 }
 function showReference(ack) {
   if (ack.chose) notice(`No style is called that; using the closest, "${ack.chose}".`, "info");
+  else if (typeof ack.note === "string") notice(ack.note, "info");
   const img = $("prompt-thumb");
   const thumb = typeof ack.thumbnail === "string" && ack.thumbnail.startsWith("data:image/jpeg;base64,") ? ack.thumbnail : null;
   img.hidden = !thumb;

@@ -29,9 +29,11 @@ class PromptError(ValueError):
 class EngineSession(ABC):
     """Per-caller state of an engine."""
 
-    def set_prompt(self, prompt: Prompt | None) -> None:
+    def set_prompt(self, prompt: Prompt | None) -> dict[str, Any] | None:
         """Switch to ``prompt`` (None clears it). Raise :class:`PromptError` to refuse it;
-        the previous prompt must then stay active."""
+        the previous prompt must then stay active. May return fields for the caller's ack
+        (what the engine made of the prompt, e.g. ``{"look": "oil", "note": ...}``)."""
+        return None
 
     @abstractmethod
     def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:

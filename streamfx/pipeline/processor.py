@@ -25,10 +25,12 @@ class CallerPipeline:
         self.stats = RollingStats()
         self._shape: tuple[int, ...] | None = None
 
-    def set_prompt(self, prompt: Prompt | None) -> None:
-        """Raises :class:`~streamfx.pipeline.engine.PromptError`; the old prompt then stays."""
-        self.session.set_prompt(prompt)
+    def set_prompt(self, prompt: Prompt | None) -> dict | None:
+        """Raises :class:`~streamfx.pipeline.engine.PromptError`; the old prompt then stays.
+        Returns the engine's ack fields for the prompt, if any."""
+        note = self.session.set_prompt(prompt)
         self.controls.prompt = prompt
+        return note
 
     def process(self, frame: np.ndarray, timer: StageTimer | None = None) -> np.ndarray:
         """Filter one RGB uint8 frame (H, W, 3). Returns a frame of the same shape."""

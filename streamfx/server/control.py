@@ -18,7 +18,10 @@ Server to client: ``{"type": "stats", ...}`` about once a second, ``{"type": "ac
 after a change took effect, ``{"type": "error", "for": T, "message": "..."}`` when it did not.
 A text prompt's ack may add ``"chose": NAME`` (the closest name) or ``"text": ..., "generated":
 true`` (and a ``"thumbnail"`` data URL); while it generates, ``{"type": "progress", "for":
-"prompt", "step": k, "of": n}``.
+"prompt", "step": k, "of": n}``. A prompt's ack also carries what the engine made of it,
+where it says: the ``mesh`` engine adds ``"look"`` (the global look it read from a
+reference), ``"regions"`` (the face regions it took colours from) and, for a reference
+without a trackable face, a ``"note"`` saying only its global look is applied.
 
 :func:`parse` validates a message completely and returns a typed command; applying it is
 the caller's job (``streamfx.server.peers``).

@@ -141,8 +141,8 @@ class Caller:
             return await self._text_prompt(command.name, reply)
         if self.text is not None:
             self.text.cancel()  # a newer prompt: a generation in work is dropped
-        await self._queue_prompt(command, reply)
-        return "prompt"
+        note = await self._queue_prompt(command, reply)
+        return {"for": "prompt", **note} if note else "prompt"
 
     async def _text_prompt(self, text: str, reply: Send) -> dict:
         """A style name (exact or any case); else a reference generated from the caller's face
@@ -162,8 +162,10 @@ class Caller:
                 name = exact
             if self.text is not None:
                 self.text.cancel()
-            await self._queue_prompt(control.SetPromptName(name, fuzzy=False), reply)
-            ack: dict = {"for": "prompt"} if exact is not None else {"for": "prompt", "chose": name}
+            note = await self._queue_prompt(control.SetPromptName(name, fuzzy=False), reply)
+            ack: dict = {"for": "prompt", **(note or {})}
+            if exact is None:
+                ack["chose"] = name
             thumb = await loop.run_in_executor(self.executors.prompts, style_thumbnail, self.engine, name)
             return {**ack, "thumbnail": thumb} if thumb else ack
         crop = await loop.run_in_executor(self.executors.prompts, self.pipeline.session.face_crop)
@@ -177,12 +179,13 @@ class Caller:
             made = await self.text.generate(crop, text, progress)
         except Dropped:
             raise PromptError("replaced by a newer prompt before it was ready") from None
-        await self._queue_prompt(GeneratedPrompt(made.prompt), reply)
-        return {"for": "prompt", "text": text, "generated": True, "cached": made.cached,
+        note = await self._queue_prompt(GeneratedPrompt(made.prompt), reply)
+        return {"for": "prompt", **(note or {}), "text": text, "generated": True, "cached": made.cached,
                 "thumbnail": made.thumbnail}
 
-    async def _queue_prompt(self, command: control.Command, reply: Send) -> None:
-        """Wait until this prompt is on screen, or until a newer one replaced it while it waited."""
+    async def _queue_prompt(self, command: control.Command, reply: Send) -> dict | None:
+        """Wait until this prompt is on screen, or until a newer one replaced it while it waited;
+        return the engine's ack fields for it."""
         done = asyncio.get_running_loop().create_future()
         if self._waiting_prompt is not None:  # never started: the newest wins
             _, _, replaced = self._waiting_prompt
@@ -191,23 +194,24 @@ class Caller:
         self._waiting_prompt = (command, reply, done)
         if self._prompt_task is None or self._prompt_task.done():
             self._prompt_task = asyncio.ensure_future(self._prompt_worker())
-        await done
+        return await done
 
     async def _prompt_worker(self) -> None:
         while self._waiting_prompt is not None and not self.closed.is_set():
             command, _, done = self._waiting_prompt
             self._waiting_prompt = None
             try:
-                await self._set_prompt(command)
+                note = await self._set_prompt(command)
             except Exception as exc:  # noqa: BLE001 - answered to the message it belongs to
                 if not done.done():
                     done.set_exception(exc)
                 continue
             if not done.done():
-                done.set_result(None)
+                done.set_result(note)
 
-    async def _set_prompt(self, command: control.Command) -> None:
-        """Decode and prepare a prompt on the prompt executor; the old prompt stays until it is ready."""
+    async def _set_prompt(self, command: control.Command) -> dict | None:
+        """Decode and prepare a prompt on the prompt executor; the old prompt stays until it is ready.
+        Returns the engine's ack fields."""
         limits = self.config.limits
         loop = asyncio.get_running_loop()
         if isinstance(command, control.ClearPrompt):
@@ -221,7 +225,7 @@ class Caller:
             ref_limits = ReferenceLimits(limits.max_reference_bytes, limits.max_reference_pixels)
             image = await self.executors.images.decode(command.data, ref_limits)
             prompt = image_prompt(command.data, "upload", ref_limits, decoded=image)
-        await loop.run_in_executor(self.executors.prompts, self.pipeline.set_prompt, prompt)
+        return await loop.run_in_executor(self.executors.prompts, self.pipeline.set_prompt, prompt)
 
     # -- stats and lifetime ---------------------------------------------------------------
     def summary(self) -> dict:
