@@ -1,45 +1,51 @@
-"""Reference-image appearance transfer through the shared mesh topology.
+"""Reference edits: the caller keeps their own features and takes the reference's look.
 
-Preparing a reference (once per prompt): its face is tracked with the same 478-point
-mesh, and its texture is unwrapped into the shared UV atlas (the canonical face seen
-from the front), in Lab.  Texels the reference shows edge-on or not at all are filled
-from their surroundings.
+Preparing a reference (once per prompt, cached by the engine): its face is tracked with
+the same 478-point mesh and unwrapped into the shared UV atlas, where it is read by region
+(``reference.read_regions``: skin, lips, eye surroundings, brows; occluders, shadows,
+teeth and the eyes themselves rejected), and its global look is read from the whole face
+(``style_detect``: photo, cartoon, sketch, engraving or oil).  A reference without a
+trackable face still gives its look and the colours of its image centre, at half weight.
 
-Per frame, the caller's rasterised mesh gives every grid pixel a UV position, so the
-reference's face lands on the caller's face triangle by triangle.  The colour (a, b) is
-the reference's; the lightness is the reference's pattern (its detail above the shading
-scale) on the caller's own shading, brought to the reference's brightness, plus the
-caller's fine detail (everything finer than the grid): the edit moves and is lit like
-the caller.  All of that is a smooth Lab offset computed on the grid, upsampled and
-added to the caller's pixels through the soft face mask (open eyes and mouth excluded),
-scaled by the strength.
+Per frame, on the grid: the caller's region colours (moving averages, ``skin.CallerState``)
+are mapped to the reference's, region by region, with an affine map per Lab channel: the
+mean moves to the reference's and the spread is scaled towards it, so the caller's own
+eyes, brow shape, mouth, wrinkles and lighting stay where they are.  Lightness shifts past
+``L_KNEE`` are halved.  The RGB change is upsampled and added through the edit's alpha
+(``skin.edit_alpha``: the face, and the caller's skin around it, ears and neck included),
+then the global look is blended over the same area.  ``strength`` scales the alpha.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
 
 from .config import MeshEngineConfig
-from .fields import masked_blur, push_pull
 from .geometry import Grid
-from .masks import face_region, groups, upsample_to_box
+from .looks import FILTERS, look_scale
+from .masks import face_alpha, face_boxes, resample_box
 from .raster import Raster, rasterize
-from .topology import SKIN, SKIRT_GROUP, RenderMesh, facing_cos, render_mesh, with_skirt
+from .reference import RegionStats, image_colours, read_regions
+from .regions import BROWS, EYE_AROUND, LIPS, NAMES, SKIN
+from .skin import CallerState, edit_alpha
+from .style_detect import GlobalLook
+from .style_detect import detect as detect_look
+from .topology import SKIRT_GROUP, RenderMesh, facing_cos, render_mesh, with_skirt
+
+L_KNEE = 30.0  # lightness shifts beyond this are halved: the kept eyes and teeth do not stand out like lamps
+NO_FACE_PALETTE = 0.5  # how fully a reference without a face gives its colours (its image centre's)
+# per-channel (L, a, b) limits of the contrast gain from the caller's spread to the reference's
+GAIN_LIMITS = np.array([[0.7, 1.4], [0.4, 1.6], [0.4, 1.6]], np.float32)
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 RGB -> float32 Lab (L 0..100)."""
     return cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
-
-
-def from_lab(lab: np.ndarray) -> np.ndarray:
-    """float32 Lab -> uint8 RGB."""
-    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 @lru_cache(maxsize=2)
@@ -53,79 +59,151 @@ def atlas_raster(size: int) -> Raster:
 
 @dataclass(frozen=True)
 class ReferenceAppearance:
-    """A prepared reference: ``texture`` (A, A, 3) float32 Lab in the UV atlas and the mean
-    Lab colour of its visible face, ``face_lab`` (3,)."""
+    """A prepared reference: the Lab statistics of its face regions (``regions``, empty when
+    no face was found), its global ``look`` and how fully its colours are taken
+    (``palette_weight``: 1 from a face's regions, less from a whole image's colours)."""
 
     name: str
-    texture: np.ndarray
-    face_lab: np.ndarray
+    regions: dict[int, RegionStats]
+    look: GlobalLook
+    palette_weight: float
+    face_found: bool
 
     kind = "reference"
 
+    def note(self) -> dict[str, Any]:
+        """What the caller is told along with the prompt's ack."""
+        out: dict[str, Any] = {"look": self.look.kind, "regions": [NAMES[k] for k in sorted(self.regions)]}
+        if not self.face_found:
+            out["note"] = (f"no face found in the reference; only its global look ({self.look.kind}) "
+                           "and colours are applied")
+        return out
+
     def apply(self, roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, strength: float,
-              cfg: MeshEngineConfig, uv: np.ndarray) -> np.ndarray:
-        return transfer(roi, raster, grid, mesh, self, strength, cfg, uv)
+              cfg: MeshEngineConfig, regions: np.ndarray, state: CallerState) -> np.ndarray:
+        return transfer(roi, raster, grid, mesh, self, strength, cfg, regions, state)
 
 
-def unwrap(image: np.ndarray, landmarks: np.ndarray, name: str, cfg: MeshEngineConfig) -> ReferenceAppearance:
-    """Reference RGB uint8 (H, W, 3) and its (478, 3) landmarks -> its face in the UV atlas."""
+def unwrap(image: np.ndarray, landmarks: np.ndarray, cfg: MeshEngineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Reference RGB uint8 (H, W, 3) and its (478, 3) landmarks -> its face in the UV atlas:
+    (A, A, 3) float32 Lab and (A, A) bool, the texels it shows (facing the camera, inside the image)."""
     mesh = render_mesh()
-    size = cfg.atlas_size
-    atlas = atlas_raster(size)
+    atlas = atlas_raster(cfg.atlas_size)
     verts = with_skirt(landmarks, mesh)
     pos = atlas.interpolate(verts[:, :2], mesh.tris)
     texture = cv2.remap(image, pos[..., 0], pos[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     visible = facing_cos(verts, mesh) >= cfg.min_visible_cos
-    visible |= mesh.feature
     h, w = image.shape[:2]
     inside = (pos[..., 0] >= 0) & (pos[..., 0] <= w - 1) & (pos[..., 1] >= 0) & (pos[..., 1] <= h - 1)
-    valid = atlas.covered & visible[np.maximum(atlas.tri, 0)] & inside
-    lab = to_lab(texture)
-    if valid.any():
-        face_lab = lab[valid & (mesh.group[np.maximum(atlas.tri, 0)] == SKIN)].mean(axis=0)
-    else:
-        face_lab = lab.reshape(-1, 3).mean(axis=0)
-    filled = push_pull(lab, valid.astype(np.float32))
-    filled.setflags(write=False)
-    return ReferenceAppearance(name=name, texture=filled, face_lab=np.asarray(face_lab, np.float32))
+    return to_lab(texture), atlas.covered & visible[np.maximum(atlas.tri, 0)] & inside
+
+
+def prepare(image: np.ndarray, landmarks: np.ndarray | None, name: str, cfg: MeshEngineConfig) -> ReferenceAppearance:
+    """Read a reference once per prompt: its regions (when it has a tracked face) and its look."""
+    if landmarks is None:
+        h, w = image.shape[:2]
+        centre = to_lab(image[h // 4:h - h // 4, w // 4:w - w // 4]).reshape(-1, 3)
+        return ReferenceAppearance(name, {SKIN: image_colours(centre)}, detect_look(image), NO_FACE_PALETTE, False)
+    texture, valid = unwrap(image, landmarks, cfg)
+    regions, _ = read_regions(texture, valid)
+    x0, y0 = np.floor(landmarks[:, :2].min(axis=0)).astype(int)
+    x1, y1 = np.ceil(landmarks[:, :2].max(axis=0)).astype(int)
+    return ReferenceAppearance(name, regions, detect_look(image, (x0, y0, x1, y1)), 1.0, True)
+
+
+def _gain(ref: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Per-channel contrast gain from the caller's spread to the reference's, limited."""
+    g = ref / np.maximum(own, 1e-3)
+    return np.clip(g, GAIN_LIMITS[:, 0], GAIN_LIMITS[:, 1]).astype(np.float32)
+
+
+def region_map(ref: RegionStats, own: tuple[np.ndarray, np.ndarray], weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The affine Lab map (gain (3,), offset (3,)), ``c -> c * gain + offset``, that moves a
+    caller region with statistics ``own`` (mean, std) to the reference's ``ref``: the mean
+    to the reference's (lightness shifts past ``L_KNEE`` halved), the spread scaled towards
+    it; ``weight`` < 1 goes only that part of the way."""
+    mean, std = own
+    centre = ref.mean.astype(np.float32).copy()
+    shift = float(ref.mean[0] - mean[0])
+    if abs(shift) > L_KNEE:  # a far lighter or darker reference: the rest of the shift at half rate
+        centre[0] = mean[0] + np.sign(shift) * (L_KNEE + 0.5 * (abs(shift) - L_KNEE))
+    gain = _gain(ref.std, std)
+    offset = centre - mean * gain
+    return 1.0 - weight + weight * gain, weight * offset
+
+
+def shrink(roi: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``roi`` (h, w, 3) uint8 low-passed and resampled to ``size`` (w, h): halved by Gaussian
+    pyramid steps while it is over twice as large, then bilinear (a fraction of the cost of
+    one large area resize, and as free of aliasing)."""
+    while roi.shape[1] >= 2 * size[0] and roi.shape[0] >= 2 * size[1]:
+        roi = cv2.pyrDown(roi)
+    return cv2.resize(roi, size, interpolation=cv2.INTER_LINEAR)
+
+
+REGIONS = (SKIN, LIPS, EYE_AROUND, BROWS)
 
 
 def transfer(roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, ref: ReferenceAppearance,
-             strength: float, cfg: MeshEngineConfig, uv: np.ndarray) -> np.ndarray:
-    """Put ``ref``'s appearance on the face in ``roi`` (y1-y0, x1-x0, 3) uint8 (modified in place and returned).
-
-    raster: the face mesh as drawn in ``roi``, on ``grid``; uv: (gh, gw, 2) its UV
-    coordinates in [0, 1] (interpolated from ``mesh.uv``).  The work is done on the grid
-    rectangle around the face; only the RGB offset is upsampled to frame resolution.
-    """
-    region = face_region(raster, mesh, grid, cfg.edge_feather, cfg.feature_keep_dilate, strength)
-    if region is None:
+             strength: float, cfg: MeshEngineConfig, regions: np.ndarray, state: CallerState) -> np.ndarray:
+    """Put ``ref``'s look on the caller in ``roi`` (h, w, 3) uint8, in place, and return it
+    (see the module docstring). ``regions``: (gh, gw, 3) the lips, eye-surroundings and
+    brow weights on the grid (``regions.vertex_regions`` interpolated; 0 off the mesh)."""
+    caller_rgb = shrink(roi, (grid.gw, grid.gh)).astype(np.float32) * (1.0 / 255.0)
+    lab = cv2.cvtColor(caller_rgb, cv2.COLOR_RGB2Lab)
+    w = regions
+    features = np.minimum(w[..., 0] + w[..., 1] + w[..., 2], 1.0)
+    face = face_alpha(raster, mesh, grid, cfg.edge_feather, None)
+    # the caller's statistics, from every other grid pixel (plenty); the region cores count most
+    ws = w[::2, ::2]
+    measure = np.empty((*ws.shape[:2], 4), np.float32)
+    measure[..., 0] = (1.0 - features[::2, ::2]) * (face[::2, ::2] > 0.5)
+    np.multiply(ws, ws, out=measure[..., 1:])
+    own = state.update(np.ascontiguousarray(lab[::2, ::2]).reshape(-1, 3), measure.reshape(-1, 4), REGIONS)
+    if SKIN not in own:
         return roi
-    alpha_all, gbox, box = region
+    alpha = edit_alpha(raster, mesh, grid, cfg, lab, own[SKIN], features, face) * float(strength)
+    boxes = face_boxes(alpha, grid)
+    if boxes is None:
+        return roi
+    gbox, box = boxes
     gx0, gy0, gx1, gy1 = gbox
-    alpha = alpha_all[gy0:gy1, gx0:gx1]
-    # the caller on the grid rectangle only: area-average the ROI pixels under those grid cells
-    sx, sy = grid.scale
-    rw, rh = grid.size
-    cx0, cy0 = int(round(gx0 * sx)), int(round(gy0 * sy))
-    cx1, cy1 = min(int(round(gx1 * sx)), rw), min(int(round(gy1 * sy)), rh)
-    caller_rgb = cv2.resize(roi[cy0:cy1, cx0:cx1], (gx1 - gx0, gy1 - gy0), interpolation=cv2.INTER_AREA)
-    caller_rgb = caller_rgb.astype(np.float32) * (1.0 / 255.0)
-    caller = cv2.cvtColor(caller_rgb, cv2.COLOR_RGB2Lab)
-    size = ref.texture.shape[0]
-    tex_xy = uv[gy0:gy1, gx0:gx1] * float(size - 1)
-    refg = cv2.remap(ref.texture, tex_xy[..., 0], tex_xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    skin = (groups(raster, mesh)[gy0:gy1, gx0:gx1] == SKIN).astype(np.float32)
-    if skin.sum() < 4:
-        return roi
-    sigma = max(cfg.shading_sigma * grid.face_px, 1.0)
-    c_low = masked_blur(caller[..., 0], skin, sigma)
-    r_low = masked_blur(refg[..., 0], skin, sigma)
-    gain = float(cv2.sumElems(refg[..., 0] * skin)[0] / max(cv2.sumElems(caller[..., 0] * skin)[0], 1e-3))
-    target = refg  # reuse: the reference's colour, its lightness re-lit with the caller's shading
-    target[..., 0] += gain * c_low - r_low
-    delta = (cv2.cvtColor(target, cv2.COLOR_Lab2RGB) - caller_rgb) * (255.0 * alpha)[..., None]
+    maps = np.zeros((2, 4, 3), np.float32)  # (gain, offset) per region; identity where nothing is known
+    maps[0] = 1.0
+    for k, region in enumerate(REGIONS):
+        source = region if region in ref.regions and region in own else SKIN  # else: follows the skin
+        if source in ref.regions:
+            maps[:, k] = region_map(ref.regions[source], own[source], ref.palette_weight)
+    c = lab[gy0:gy1, gx0:gx1]
+    mix = np.concatenate([1.0 - features[gy0:gy1, gx0:gx1, None], w[gy0:gy1, gx0:gx1]], axis=-1)
+    target = c * (mix @ maps[0]) + mix @ maps[1]  # open eyes and mouth: alpha is 0 there
+    delta = (cv2.cvtColor(target, cv2.COLOR_Lab2RGB) - caller_rgb[gy0:gy1, gx0:gx1]) * (255.0 * alpha[gy0:gy1, gx0:gx1])[..., None]
     x0, y0, x1, y1 = box
-    full = upsample_to_box(delta, gbox, grid, box)
-    roi[y0:y1, x0:x1] = cv2.add(roi[y0:y1, x0:x1], full, dtype=cv2.CV_8U)
+    # the change is rounded to int16 before it is upsampled: resizing and adding integers to
+    # the frame is less than half the cost of float (measured), for at most 1 level of error
+    small = np.round(_with_look(roi, delta, alpha, gbox, box, grid, ref.look, cfg)).astype(np.int16)
+    full = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    np.clip(roi[y0:y1, x0:x1] + full, 0, 255, out=full)
+    roi[y0:y1, x0:x1] = full
     return roi
+
+
+def _with_look(roi: np.ndarray, delta: np.ndarray, alpha: np.ndarray, gbox, box, grid: Grid, look: GlobalLook,
+               cfg: MeshEngineConfig) -> np.ndarray:
+    """The colour change ``delta`` (on the grid rectangle ``gbox``) plus the global look's
+    change, both at the look's working resolution (the face ``look_face_px`` across) over the
+    frame rectangle ``box``: the look filters the recoloured face there and only its change
+    is upsampled, so the caller's finest detail stays and the cost does not grow with the
+    frame size. A photo reference has no look: then just the colour change, resampled."""
+    x0, y0, x1, y1 = box
+    styled = look.kind != "photo" and look.amount > 0
+    k = min(look_scale(look.kind if styled else "", grid.face_px * grid.scale[0], cfg), 1.0)
+    size = (max(int(round((x1 - x0) * k)), 8), max(int(round((y1 - y0) * k)), 8))
+    colour = resample_box(delta, gbox, grid, box, size)
+    if not styled:
+        return colour
+    small = shrink(roi[y0:y1, x0:x1], size).astype(np.float32)
+    edited = np.clip(small + colour, 0.0, 255.0)
+    change = FILTERS[look.kind](edited.astype(np.uint8)).astype(np.float32) - edited
+    a = resample_box(alpha[gbox[1]:gbox[3], gbox[0]:gbox[2]], gbox, grid, box, size)
+    return colour + change * (a * float(look.amount))[..., None]

@@ -28,12 +28,11 @@ class MeshEngineConfig:
     min_rotation_deg: float = 0.25  # smaller pose changes are not rendered (follow mode is exact)
     # --- dense maps
     grid_face_px: int = 64  # the face is rasterised at this many grid pixels across
-    # --- appearance transfer
-    atlas_size: int = 256  # side of the reference's unwrapped face texture (UV atlas)
-    shading_sigma: float = 0.10  # caller shading / reference albedo split scale, in F
+    # --- reference edits (regions, skin, look: see appearance.py)
+    atlas_size: int = 256  # side of the UV atlas a reference's face is read in
     edge_feather: float = 0.04  # soft inner border of the edited face region, in F
-    feature_keep_dilate: float = 0.02  # open eyes / mouth kept with this margin, in F
-    min_visible_cos: float = 0.25  # reference triangles seen more obliquely are filled in
+    opening_margin: float = 0.0  # open eyes / mouth are kept with this margin, in F (0: the lips are edited to their edge)
+    min_visible_cos: float = 0.25  # reference triangles seen more obliquely are not read
     # --- looks (no reference)
     look_face_px: int = 112  # the named looks are computed with the face this many pixels across
     # --- prompts

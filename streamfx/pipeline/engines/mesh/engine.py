@@ -27,12 +27,14 @@ from ...controls import Controls, Prompt
 from ...engine import Engine, EngineSession, PromptError
 from ....styles import StyleError, StyleLibrary, match_name
 from ...timing import StageTimer
-from .appearance import ReferenceAppearance, unwrap
+from .appearance import ReferenceAppearance, prepare
 from .config import MeshEngineConfig
 from .fields import smoothstep
 from .geometry import PosePlan, make_grid, plan_pose
 from .looks import LOOKS, Look
+from .skin import CallerState
 from .raster import rasterize
+from .regions import vertex_regions
 from .topology import facing, render_mesh, with_skirt
 from .warp import mirror_weights, render
 
@@ -99,9 +101,9 @@ class MeshEngine(Engine):
             if self._photo_tracker is None:
                 self._photo_tracker = FaceTracker(self.config.face, static_image=True)
             result = self._photo_tracker.update(np.ascontiguousarray(image))
-        if result.face is None:
-            raise PromptError("no face found in the reference image; use a photo with one clearly visible face")
-        ref = unwrap(image, result.face.landmarks, name, self.config)
+        landmarks = None if result.face is None else result.face.landmarks
+        ref = prepare(image, landmarks, name, self.config)
+        logger.info("reference prepared", extra={"style": name, **ref.note()})
         if key:
             with self._lock:
                 self._cache[key] = ref
@@ -141,16 +143,19 @@ class MeshSession(EngineSession):
         self.engine = engine
         self.cfg = engine.config
         self.mesh = render_mesh()
+        self._regions = vertex_regions(self.cfg.atlas_size)
         self.tracker = FaceTracker(self.cfg.face)
         self._edit: Edit | None = None
         self._face = "none"
         self._clamped = False
         self._target: tuple[float, float] | None = None
         self._last_face: tuple[np.ndarray, Face] | None = None  # for face_crop(), aligned only when asked
+        self._caller = CallerState()  # the caller's region colours, steady across frames
 
-    def set_prompt(self, prompt: Prompt | None) -> None:
+    def set_prompt(self, prompt: Prompt | None) -> dict[str, Any] | None:
         edit = self.engine.prepare(prompt)  # heavy; raises PromptError and keeps the old edit
         self._edit = edit  # one assignment: the frame thread sees either the old or the new edit
+        return edit.note() if isinstance(edit, ReferenceAppearance) else None
 
     def face_crop(self) -> np.ndarray | None:
         last = self._last_face
@@ -166,6 +171,7 @@ class MeshSession(EngineSession):
         face = result.face
         if face is None:
             self._clamped, self._target = False, None
+            self._caller = CallerState()  # the next face may be someone else
             return frame
         self._last_face = (frame, face)  # references: nothing is copied per frame
         if controls.pose.mode != "follow":
@@ -185,12 +191,13 @@ class MeshSession(EngineSession):
             raster = rasterize(grid.to_grid(plan.target), plan.target[:, 2], self.mesh.tris, (grid.gh, grid.gw),
                                keep=facing(plan.target[:, :2], self.mesh))
             # every per-vertex attribute the frame needs, interpolated in one pass:
-            # live position (2), mirror's live position (2), mirror weight (1), UV (2)
-            attrs = np.empty((len(verts), 7), np.float32)
+            # live position (2), mirror's live position (2), mirror weight (1), UV (2), regions (3)
+            attrs = np.empty((len(verts), 10), np.float32)
             attrs[:, 0:2] = verts[:, :2]
             attrs[:, 2:4] = verts[self.mesh.mirror, :2]
             attrs[:, 4] = mirror_weights(verts, self.mesh, self.cfg) * _mirror_ramp(plan, self.cfg) if plan.moves else 0.0
             attrs[:, 5:7] = self.mesh.uv
+            attrs[:, 7:10] = self._regions
             surface = raster.interpolate(attrs, self.mesh.tris)
             if plan.moves:
                 roi = render(frame, grid, raster.covered, surface[..., 0:2], surface[..., 2:4], surface[..., 4], self.cfg)
@@ -198,7 +205,7 @@ class MeshSession(EngineSession):
                 roi = frame[grid.y0:grid.y1, grid.x0:grid.x1].copy()
         if active is not None:
             with timer.stage("edit"):
-                roi = active.apply(roi, raster, grid, self.mesh, strength, self.cfg, surface[..., 5:7])
+                roi = active.apply(roi, raster, grid, self.mesh, strength, self.cfg, surface[..., 7:10], self._caller)
         with timer.stage("composite"):
             out = frame.copy()
             out[grid.y0:grid.y1, grid.x0:grid.x1] = roi
@@ -215,6 +222,7 @@ class MeshSession(EngineSession):
 
     def reset(self) -> None:
         self.tracker.reset()
+        self._caller = CallerState()
         self._face, self._clamped, self._target = "none", False, None
 
     def close(self) -> None:

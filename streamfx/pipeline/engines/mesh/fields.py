@@ -1,46 +1,9 @@
-"""Smooth image-space fields on small grids: hole filling, masked blur, fall-off."""
+"""Smooth image-space fields on small grids: fall-off and extension beyond a region."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-
-
-def push_pull(values: np.ndarray, mask: np.ndarray, min_size: int = 4) -> np.ndarray:
-    """Fill ``values`` (H, W, C) float32 where ``mask`` (H, W) is 0, smoothly.
-
-    Pixels with mask 1 keep their value exactly; the rest are filled from a pyramid of
-    mask-weighted averages (push-pull), so the fill is continuous at the mask border.
-    """
-    v = values.astype(np.float32) * mask[..., None]
-    m = mask.astype(np.float32)
-    levels = [(v, m)]
-    while min(levels[-1][1].shape) > min_size:
-        v, m = cv2.pyrDown(v), cv2.pyrDown(m)
-        if v.ndim == 2:
-            v = v[..., None]
-        levels.append((v, m))
-    v, m = levels[-1]
-    filled = v / np.maximum(m, 1e-6)[..., None]
-    if not np.any(m > 0):
-        filled[:] = 0.0
-    for v, m in reversed(levels[:-1]):
-        up = cv2.resize(filled, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_LINEAR)
-        if up.ndim == 2:
-            up = up[..., None]
-        alpha = np.clip(m, 0.0, 1.0)[..., None]
-        filled = v / np.maximum(m, 1e-6)[..., None] * alpha + up * (1.0 - alpha)
-    return filled
-
-
-def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian average of ``values`` (H, W[, C]) over ``mask`` (H, W) only (normalised convolution)."""
-    m = mask.astype(np.float32)
-    k = 2 * int(round(1.25 * sigma)) + 1  # stack blur of this size ~ a Gaussian of ``sigma``, O(1) per pixel
-    num = cv2.stackBlur(values.astype(np.float32) * (m[..., None] if values.ndim == 3 else m), (k, k))
-    den = cv2.stackBlur(m, (k, k))
-    den = np.maximum(den, 1e-4)
-    return num / (den[..., None] if values.ndim == 3 else den)
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:

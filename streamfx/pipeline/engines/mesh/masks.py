@@ -20,12 +20,26 @@ def groups(raster: Raster, mesh: RenderMesh) -> np.ndarray:
     return np.where(raster.covered, mesh.group[np.maximum(raster.tri, 0)], -1).astype(np.int8)
 
 
+def opening_keep(raster: Raster, mesh: RenderMesh, grid: Grid, keep_dilate: float) -> np.ndarray:
+    """(gh, gw) float32 in [0, 1]: 0 on the open eyes and mouth (their closing strips have area
+    only when open) and a margin of ``keep_dilate`` face sizes around them, 1 elsewhere: what
+    an edit is multiplied by so that the caller's own eyes and mouth show through."""
+    g = groups(raster, mesh)
+    keep = ((g == EYES) | (g == MOUTH)).astype(np.uint8)
+    if not keep.any():
+        return np.ones(g.shape, np.float32)
+    radius = keep_dilate * grid.face_px
+    if radius >= 0.5:
+        keep = cv2.dilate(keep, _disk(radius))
+    soft = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), max(0.5 * radius, 0.5))
+    return 1.0 - np.maximum(soft, keep)
+
+
 def face_alpha(raster: Raster, mesh: RenderMesh, grid: Grid, feather: float, keep_dilate: float | None) -> np.ndarray:
     """(gh, gw) float32 in [0, 1]: 1 inside the face, soft towards its border, exactly 0 outside.
 
     feather: width of the soft border in face sizes; keep_dilate: if not None, the open
-    eyes and mouth (their closing strips have area only when open) are cut out with this
-    margin (face sizes), so the caller's own eyes and mouth show through.
+    eyes and mouth are cut out with this margin (see :func:`opening_keep`).
     """
     g = groups(raster, mesh)
     face = ((g == SKIN) | (g == EYES) | (g == MOUTH)).astype(np.uint8)
@@ -33,11 +47,7 @@ def face_alpha(raster: Raster, mesh: RenderMesh, grid: Grid, feather: float, kee
     inner = cv2.erode(face, _disk(2.0 * sigma))
     alpha = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), sigma) * face
     if keep_dilate is not None:
-        keep = ((g == EYES) | (g == MOUTH)).astype(np.uint8)
-        if keep.any():
-            keep = cv2.dilate(keep, _disk(keep_dilate * grid.face_px))
-            soft = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), max(0.5 * keep_dilate * grid.face_px, 0.5))
-            alpha *= 1.0 - np.maximum(soft, keep)
+        alpha *= opening_keep(raster, mesh, grid, keep_dilate)
     return alpha
 
 
@@ -56,13 +66,30 @@ def grid_box(alpha: np.ndarray, pad: int = 2) -> Box | None:
 def upsample_to_box(values: np.ndarray, gbox: Box, grid: Grid, box: Box) -> np.ndarray:
     """Bilinear upsampling of grid ``values`` (gh', gw'[, C]), the grid rectangle ``gbox``,
     onto the ROI rectangle ``box``: exactly ``cv2.resize`` of the whole grid (zero outside
-    ``gbox``) cropped to ``box``.  Returns a view (h, w[, C]) float32."""
+    ``gbox``) cropped to ``box``.  Returns a view (h, w[, C]), int16 for int16 values, else float32."""
     gx0, gy0, gx1, gy1 = gbox
-    full = np.zeros((grid.gh, grid.gw) + values.shape[2:], np.float32)
+    full = np.zeros((grid.gh, grid.gw) + values.shape[2:], values.dtype if values.dtype == np.int16 else np.float32)
     full[gy0:gy1, gx0:gx1] = values
     x0, y0, x1, y1 = box
     # resizing the small grid to the whole ROI is much cheaper than warpAffine onto the box
     return cv2.resize(full, grid.size, interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+
+
+def resample_box(values: np.ndarray, gbox: Box, grid: Grid, box: Box, size: tuple[int, int]) -> np.ndarray:
+    """Grid ``values`` on ``gbox`` (as in :func:`upsample_to_box`) resampled onto the ROI
+    rectangle ``box`` at a coarser ``size`` (w, h): the grid rectangle's frame footprint is
+    mapped onto the box by one affine warp."""
+    gx0, gy0, gx1, gy1 = gbox
+    x0, y0, x1, y1 = box
+    sx, sy = grid.scale
+    kx, ky = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    # grid pixel j has its centre at frame x = (gx0 + j + 0.5) * sx - 0.5 (ROI coordinates)
+    ax, ay = sx * kx, sy * ky
+    bx = ((gx0 + 0.5) * sx - 0.5 - x0 + 0.5) * kx - 0.5
+    by = ((gy0 + 0.5) * sy - 0.5 - y0 + 0.5) * ky - 0.5
+    m = np.array([[ax, 0.0, bx], [0.0, ay, by]], np.float64)
+    return cv2.warpAffine(np.ascontiguousarray(values, np.float32), m, size, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT)
 
 
 def frame_box(alpha: np.ndarray, grid: Grid) -> tuple[int, int, int, int] | None:
