@@ -191,13 +191,13 @@ def transfer(roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, ref:
 def _with_look(roi: np.ndarray, delta: np.ndarray, alpha: np.ndarray, gbox, box, grid: Grid, look: GlobalLook,
                cfg: MeshEngineConfig) -> np.ndarray:
     """The colour change ``delta`` (on the grid rectangle ``gbox``) plus the global look's
-    change, both at the look's working resolution (the face ``look_face_px`` across) over the
+    change, both at the look's working resolution (the face ``reference_look_face_px`` across) over the
     frame rectangle ``box``: the look filters the recoloured face there and only its change
     is upsampled, so the caller's finest detail stays and the cost does not grow with the
     frame size. A photo reference has no look: then just the colour change, resampled."""
     x0, y0, x1, y1 = box
     styled = look.kind != "photo" and look.amount > 0
-    k = min(look_scale(look.kind if styled else "", grid.face_px * grid.scale[0], cfg), 1.0)
+    k = min(look_scale(look.kind if styled else "", grid.face_px * grid.scale[0], cfg.reference_look_face_px), 1.0)
     size = (max(int(round((x1 - x0) * k)), 8), max(int(round((y1 - y0) * k)), 8))
     colour = resample_box(delta, gbox, grid, box, size)
     if not styled:

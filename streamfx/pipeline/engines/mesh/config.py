@@ -35,6 +35,7 @@ class MeshEngineConfig:
     min_visible_cos: float = 0.25  # reference triangles seen more obliquely are not read
     # --- looks (no reference)
     look_face_px: int = 112  # the named looks are computed with the face this many pixels across
+    reference_look_face_px: int = 96  # a reference's look, blended at part strength over its colours: coarser, cheaper
     # --- prompts
     styles_dir: Path | None = None  # None: streamfx.styles.default_styles_dir()
     prompt_cache: int = 8  # prepared references kept for reuse across callers

@@ -80,16 +80,17 @@ LOOKS: tuple[str, ...] = tuple(FILTERS)
 WORK_SCALE = {"oil": 0.6}  # filters run with the face this fraction of cfg.look_face_px across (cost)
 
 
-def look_scale(kind: str, face_frame_px: float, cfg: MeshEngineConfig) -> float:
-    """Working pixels per frame pixel of the ``kind`` filter for a face ``face_frame_px`` across."""
-    return cfg.look_face_px * WORK_SCALE.get(kind, 1.0) / max(face_frame_px, 1.0)
+def look_scale(kind: str, face_frame_px: float, working_face_px: float) -> float:
+    """Working pixels per frame pixel of the ``kind`` filter, for a face ``face_frame_px``
+    across that the filter is to see ``working_face_px`` across."""
+    return working_face_px * WORK_SCALE.get(kind, 1.0) / max(face_frame_px, 1.0)
 
 
 def stylise(sub: np.ndarray, kind: str, face_frame_px: float, cfg: MeshEngineConfig) -> np.ndarray:
     """``sub`` (h, w, 3) uint8 through the ``kind`` filter, computed with the face
     ``cfg.look_face_px`` pixels across (same look and cost at any distance), same size out."""
     h, w = sub.shape[:2]
-    k = look_scale(kind, face_frame_px, cfg)
+    k = look_scale(kind, face_frame_px, cfg.look_face_px)
     small_size = (max(int(round(w * k)), 8), max(int(round(h * k)), 8))
     small = cv2.resize(sub, small_size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
     return cv2.resize(FILTERS[kind](small), (w, h), interpolation=cv2.INTER_LINEAR)
