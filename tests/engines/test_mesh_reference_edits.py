@@ -134,8 +134,7 @@ def regions_of(tracker, image: np.ndarray):
     face = tracker.update(image).face
     assert face is not None, "the made reference must still be trackable"
     texture, valid = appearance.unwrap(image, face.landmarks, MeshEngineConfig())
-    stats, used = read_regions(texture, valid)
-    return stats, texture, valid
+    return read_regions(texture, valid), texture, valid
 
 
 # ---------------------------------------------------------------------------- region extraction

@@ -59,9 +59,9 @@ def atlas_raster(size: int) -> Raster:
 
 @dataclass(frozen=True)
 class ReferenceAppearance:
-    """A prepared reference: the Lab statistics of its face regions (``regions``, empty when
-    no face was found), its global ``look`` and how fully its colours are taken
-    (``palette_weight``: 1 from a face's regions, less from a whole image's colours)."""
+    """A prepared reference: the Lab statistics of its face regions (``regions``; without a
+    trackable face, its image centre's colours as the skin's), its global ``look`` and how
+    fully its colours are taken (``palette_weight``: 1 from a face, less from an image)."""
 
     name: str
     regions: dict[int, RegionStats]
@@ -105,7 +105,7 @@ def prepare(image: np.ndarray, landmarks: np.ndarray | None, name: str, cfg: Mes
         centre = to_lab(image[h // 4:h - h // 4, w // 4:w - w // 4]).reshape(-1, 3)
         return ReferenceAppearance(name, {SKIN: image_colours(centre)}, detect_look(image), NO_FACE_PALETTE, False)
     texture, valid = unwrap(image, landmarks, cfg)
-    regions, _ = read_regions(texture, valid)
+    regions = read_regions(texture, valid)
     x0, y0 = np.floor(landmarks[:, :2].min(axis=0)).astype(int)
     x1, y1 = np.ceil(landmarks[:, :2].max(axis=0)).astype(int)
     return ReferenceAppearance(name, regions, detect_look(image, (x0, y0, x1, y1)), 1.0, True)
@@ -153,7 +153,7 @@ def transfer(roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, ref:
     lab = cv2.cvtColor(caller_rgb, cv2.COLOR_RGB2Lab)
     w = regions
     features = np.minimum(w[..., 0] + w[..., 1] + w[..., 2], 1.0)
-    face = face_alpha(raster, mesh, grid, cfg.edge_feather, None)
+    face = face_alpha(raster, mesh, grid, cfg.edge_feather)
     # the caller's statistics, from every other grid pixel (plenty); the region cores count most
     ws = w[::2, ::2]
     measure = np.empty((*ws.shape[:2], 4), np.float32)

@@ -119,7 +119,7 @@ class Look:
     def apply(self, roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, strength: float,
               cfg: MeshEngineConfig, regions: np.ndarray | None = None, state=None) -> np.ndarray:
         """Filter the face in ``roi`` (h, w, 3) uint8 in place and return it."""
-        region = face_region(raster, mesh, grid, cfg.edge_feather, None, strength)
+        region = face_region(raster, mesh, grid, cfg.edge_feather, strength)
         if region is None:
             return roi
         alpha, gbox, box = region

@@ -35,20 +35,14 @@ def opening_keep(raster: Raster, mesh: RenderMesh, grid: Grid, keep_dilate: floa
     return 1.0 - np.maximum(soft, keep)
 
 
-def face_alpha(raster: Raster, mesh: RenderMesh, grid: Grid, feather: float, keep_dilate: float | None) -> np.ndarray:
-    """(gh, gw) float32 in [0, 1]: 1 inside the face, soft towards its border, exactly 0 outside.
-
-    feather: width of the soft border in face sizes; keep_dilate: if not None, the open
-    eyes and mouth are cut out with this margin (see :func:`opening_keep`).
-    """
+def face_alpha(raster: Raster, mesh: RenderMesh, grid: Grid, feather: float) -> np.ndarray:
+    """(gh, gw) float32 in [0, 1]: 1 inside the face, soft towards its border (``feather``
+    face sizes wide), exactly 0 outside."""
     g = groups(raster, mesh)
     face = ((g == SKIN) | (g == EYES) | (g == MOUTH)).astype(np.uint8)
     sigma = max(feather * grid.face_px, 0.5)
     inner = cv2.erode(face, _disk(2.0 * sigma))
-    alpha = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), sigma) * face
-    if keep_dilate is not None:
-        alpha *= opening_keep(raster, mesh, grid, keep_dilate)
-    return alpha
+    return cv2.GaussianBlur(inner.astype(np.float32), (0, 0), sigma) * face
 
 
 Box = tuple[int, int, int, int]
@@ -115,10 +109,10 @@ def face_boxes(alpha: np.ndarray, grid: Grid) -> tuple[Box, tuple[int, int, int,
     return None if gbox is None or box is None else (gbox, box)
 
 
-def face_region(raster, mesh, grid: Grid, edge_feather: float, keep_dilate, strength: float
+def face_region(raster, mesh, grid: Grid, edge_feather: float, strength: float
                 ) -> tuple[np.ndarray, Box, tuple[int, int, int, int]] | None:
     """The face's alpha on the grid (times ``strength``) with its (grid_box, frame_box), or
     None when nothing of the face is drawn: where every face edit starts."""
-    alpha = face_alpha(raster, mesh, grid, edge_feather, keep_dilate) * float(strength)
+    alpha = face_alpha(raster, mesh, grid, edge_feather) * float(strength)
     boxes = face_boxes(alpha, grid)
     return None if boxes is None else (alpha, *boxes)

@@ -84,11 +84,11 @@ def _asymmetric(texture: np.ndarray, valid: np.ndarray, labels: np.ndarray) -> n
     return odd
 
 
-def read_regions(texture: np.ndarray, valid: np.ndarray) -> tuple[dict[int, RegionStats], np.ndarray]:
+def read_regions(texture: np.ndarray, valid: np.ndarray) -> dict[int, RegionStats]:
     """Region statistics of a reference unwrapped into the atlas.
 
     texture: (A, A, 3) float32 Lab; valid: (A, A) bool, texels the reference shows.
-    Returns ({region: stats} for the regions that survive, (A, A) bool texels used).
+    Returns {region: stats} for the regions that survive.
     """
     size = texture.shape[0]
     labels = region_labels(size)
@@ -117,7 +117,7 @@ def read_regions(texture: np.ndarray, valid: np.ndarray) -> tuple[dict[int, Regi
         used |= keep
     if SKIN in out and EYE_AROUND in out:
         out[EYE_AROUND] = _limit_depth(out[EYE_AROUND], out[SKIN])
-    return out, used
+    return out
 
 
 def _behind_band(texture: np.ndarray, labels: np.ndarray, valid: np.ndarray, used: np.ndarray,
