@@ -25,7 +25,7 @@ from streamfx.pipeline.engines.mesh.looks import FILTERS, stylise
 from streamfx.pipeline.engines.mesh.reference import read_regions
 from streamfx.pipeline.engines.mesh.regions import EYE_AROUND, SKIN, region_labels
 from streamfx.pipeline.engines.mesh.style_detect import detect
-from streamfx.pipeline.prompts import image_prompt
+from streamfx.pipeline.prompts import image_prompt, preset_prompt
 from streamfx.pipeline.timing import StageTimer
 
 TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
@@ -258,10 +258,18 @@ def test_lipstick_goes_on_the_lips(engine, tracker):
     assert b_lips < -15.0 and abs(b_skin) < 3.0, (b_lips, b_skin)
 
 
-def test_neck_takes_the_skin_change(engine, tracker):
-    """No mask edge at the face oval: the neck below the jaw moves with the cheeks."""
+@pytest.mark.parametrize("prompt", ["style_3.png", "sketch"])
+def test_neck_takes_the_skin_change(engine, tracker, prompt):
+    """No mask edge at the face oval: the neck below the jaw moves with the cheeks, for a
+    reference and for a named look alike."""
     frame = beq.place(rgb(TESTDATA / "faces" / "ffhq_1.png"))
-    out = edited(engine, frame, (TESTDATA / "styles" / "style_3.png").read_bytes())
+    if prompt.endswith(".png"):
+        out = edited(engine, frame, (TESTDATA / "styles" / prompt).read_bytes())
+    else:
+        session = engine.open_session()
+        session.set_prompt(preset_prompt(prompt))
+        out = run(session, [frame] * 3)[-1]
+        session.close()
     lm = tracker.update(frame).face.landmarks
     regs = beq.regions(frame.shape, lm)
     chin, iod = lm[152, :2], beq.iod(lm)

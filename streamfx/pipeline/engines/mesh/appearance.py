@@ -28,11 +28,11 @@ import numpy as np
 from .config import MeshEngineConfig
 from .geometry import Grid
 from .looks import FILTERS, look_scale
-from .masks import face_alpha, face_boxes, resample_box
+from .masks import face_boxes, resample_box
 from .raster import Raster, rasterize
 from .reference import RegionStats, image_colours, read_regions
 from .regions import BROWS, EYE_AROUND, LIPS, NAMES, SKIN
-from .skin import CallerState, edit_alpha
+from .skin import CallerState, edit_alpha, read_caller, shrink
 from .style_detect import GlobalLook
 from .style_detect import detect as detect_look
 from .topology import SKIRT_GROUP, RenderMesh, facing_cos, render_mesh, with_skirt
@@ -132,15 +132,6 @@ def region_map(ref: RegionStats, own: tuple[np.ndarray, np.ndarray], weight: flo
     return 1.0 - weight + weight * gain, weight * offset
 
 
-def shrink(roi: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``roi`` (h, w, 3) uint8 low-passed and resampled to ``size`` (w, h): halved by Gaussian
-    pyramid steps while it is over twice as large, then bilinear (a fraction of the cost of
-    one large area resize, and as free of aliasing)."""
-    while roi.shape[1] >= 2 * size[0] and roi.shape[0] >= 2 * size[1]:
-        roi = cv2.pyrDown(roi)
-    return cv2.resize(roi, size, interpolation=cv2.INTER_LINEAR)
-
-
 REGIONS = (SKIN, LIPS, EYE_AROUND, BROWS)
 
 
@@ -149,20 +140,17 @@ def transfer(roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, ref:
     """Put ``ref``'s look on the caller in ``roi`` (h, w, 3) uint8, in place, and return it
     (see the module docstring). ``regions``: (gh, gw, 3) the lips, eye-surroundings and
     brow weights on the grid (``regions.vertex_regions`` interpolated; 0 off the mesh)."""
-    caller_rgb = shrink(roi, (grid.gw, grid.gh)).astype(np.float32) * (1.0 / 255.0)
-    lab = cv2.cvtColor(caller_rgb, cv2.COLOR_RGB2Lab)
-    w = regions
-    features = np.minimum(w[..., 0] + w[..., 1] + w[..., 2], 1.0)
-    face = face_alpha(raster, mesh, grid, cfg.edge_feather)
+    view = read_caller(roi, raster, mesh, grid, cfg, regions)
+    caller_rgb, lab, features, w = view.rgb, view.lab, view.features, regions
     # the caller's statistics, from every other grid pixel (plenty); the region cores count most
     ws = w[::2, ::2]
     measure = np.empty((*ws.shape[:2], 4), np.float32)
-    measure[..., 0] = (1.0 - features[::2, ::2]) * (face[::2, ::2] > 0.5)
+    measure[..., 0] = (1.0 - features[::2, ::2]) * (view.face[::2, ::2] > 0.5)
     np.multiply(ws, ws, out=measure[..., 1:])
     own = state.update(np.ascontiguousarray(lab[::2, ::2]).reshape(-1, 3), measure.reshape(-1, 4), REGIONS)
     if SKIN not in own:
         return roi
-    alpha = edit_alpha(raster, mesh, grid, cfg, lab, own[SKIN], features, face) * float(strength)
+    alpha = edit_alpha(raster, mesh, grid, cfg, lab, own[SKIN], features, view.face) * float(strength)
     boxes = face_boxes(alpha, grid)
     if boxes is None:
         return roi

@@ -2,7 +2,8 @@
 
 The face's box is resampled so that the face is ``cfg.look_face_px`` pixels across (the
 filters' parameters then mean the same at every distance from the camera and cost the
-same), filtered, resampled back and blended in through the soft face mask.
+same), filtered, resampled back and blended in where the edit applies: the face and the
+caller's skin around it, ears and neck included, the open eyes and mouth kept (``skin.edit_alpha``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 from .config import MeshEngineConfig
 from .geometry import Grid
 from .fields import smoothstep
-from .masks import face_region, upsample_to_box
+from .masks import face_boxes, upsample_to_box
+from .regions import SKIN
+from .skin import CallerState, edit_alpha, read_caller
 from .raster import Raster
 from .topology import RenderMesh
 
@@ -117,10 +120,16 @@ class Look:
     kind = "look"
 
     def apply(self, roi: np.ndarray, raster: Raster, grid: Grid, mesh: RenderMesh, strength: float,
-              cfg: MeshEngineConfig, regions: np.ndarray | None = None, state=None) -> np.ndarray:
-        """Filter the face in ``roi`` (h, w, 3) uint8 in place and return it."""
-        region = face_region(raster, mesh, grid, cfg.edge_feather, strength)
-        if region is None:
+              cfg: MeshEngineConfig, regions: np.ndarray, state: CallerState) -> np.ndarray:
+        """Filter the caller's face and the skin around it (as a reference's look does: see
+        ``skin.edit_alpha``) in ``roi`` (h, w, 3) uint8, in place, and return it."""
+        view = read_caller(roi, raster, mesh, grid, cfg, regions)
+        measure = ((1.0 - view.features) * (view.face > 0.5))[::2, ::2]
+        own = state.update(np.ascontiguousarray(view.lab[::2, ::2]).reshape(-1, 3), measure.reshape(-1, 1), (SKIN,))
+        if SKIN not in own:
             return roi
-        alpha, gbox, box = region
-        return blend_look(roi, alpha, gbox, box, grid, self.name, 1.0, cfg)
+        alpha = edit_alpha(raster, mesh, grid, cfg, view.lab, own[SKIN], view.features, view.face) * float(strength)
+        boxes = face_boxes(alpha, grid)
+        if boxes is None:
+            return roi
+        return blend_look(roi, alpha, *boxes, grid, self.name, 1.0, cfg)

@@ -107,12 +107,3 @@ def face_boxes(alpha: np.ndarray, grid: Grid) -> tuple[Box, tuple[int, int, int,
     """(grid_box, frame_box) of ``alpha``, or None when it is all zero."""
     gbox, box = grid_box(alpha), frame_box(alpha, grid)
     return None if gbox is None or box is None else (gbox, box)
-
-
-def face_region(raster, mesh, grid: Grid, edge_feather: float, strength: float
-                ) -> tuple[np.ndarray, Box, tuple[int, int, int, int]] | None:
-    """The face's alpha on the grid (times ``strength``) with its (grid_box, frame_box), or
-    None when nothing of the face is drawn: where every face edit starts."""
-    alpha = face_alpha(raster, mesh, grid, edge_feather) * float(strength)
-    boxes = face_boxes(alpha, grid)
-    return None if boxes is None else (alpha, *boxes)

@@ -18,7 +18,7 @@ import numpy as np
 from .config import MeshEngineConfig
 from .fields import smoothstep
 from .geometry import Grid
-from .masks import opening_keep
+from .masks import face_alpha, opening_keep
 from .raster import Raster
 from .topology import RenderMesh
 
@@ -102,3 +102,34 @@ def edit_alpha(raster: Raster, mesh: RenderMesh, grid: Grid, cfg: MeshEngineConf
     like = cv2.GaussianBlur(skin_likelihood(lab, *skin, ab_scale=scale), (0, 0), 0.8)  # no grid-pixel blocks at hair edges
     alpha = np.maximum(like * reach(covered, grid), face * np.maximum(features, FACE_FLOOR))
     return alpha * opening_keep(raster, mesh, grid, cfg.opening_margin)
+
+
+def shrink(roi: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``roi`` (h, w, 3) uint8 low-passed and resampled to ``size`` (w, h): halved by Gaussian
+    pyramid steps while it is over twice as large, then bilinear (a fraction of the cost of
+    one large area resize, and as free of aliasing)."""
+    while roi.shape[1] >= 2 * size[0] and roi.shape[0] >= 2 * size[1]:
+        roi = cv2.pyrDown(roi)
+    return cv2.resize(roi, size, interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class CallerView:
+    """The caller on the grid, as every edit reads it: ``rgb`` (gh, gw, 3) float32 0..1,
+    ``lab`` the same in Lab, ``face`` the soft face mask and ``features`` the lips / eye /
+    brow weight (both (gh, gw) float32)."""
+
+    rgb: np.ndarray
+    lab: np.ndarray
+    face: np.ndarray
+    features: np.ndarray
+
+
+def read_caller(roi: np.ndarray, raster: Raster, mesh: RenderMesh, grid: Grid, cfg: MeshEngineConfig,
+                regions: np.ndarray) -> CallerView:
+    """The caller in ``roi`` on the grid; ``regions``: (gh, gw, 3) lips, eye-surroundings and
+    brow weights (``regions.vertex_regions`` interpolated over the mesh)."""
+    rgb = shrink(roi, (grid.gw, grid.gh)).astype(np.float32) * (1.0 / 255.0)
+    features = np.minimum(regions[..., 0] + regions[..., 1] + regions[..., 2], 1.0)
+    return CallerView(rgb=rgb, lab=cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab),
+                      face=face_alpha(raster, mesh, grid, cfg.edge_feather), features=features)
