@@ -118,6 +118,13 @@ def glasses(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return out
 
 
+def place_at(image: np.ndarray, x: int) -> np.ndarray:
+    """A 300-pixel face at column ``x`` of a 640x480 frame."""
+    frame = np.full((480, 640, 3), (70, 80, 90), np.uint8)
+    frame[90:390, x:x + 300] = cv2.resize(image, (300, 300), interpolation=cv2.INTER_AREA)
+    return frame
+
+
 def covered(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """The face hidden under a smooth patch of its own surroundings: no face to track, the look stays."""
     out = image.copy()
@@ -321,3 +328,22 @@ def test_reference_is_prepared_once_per_prompt(monkeypatch, engine):
         run(session, [frame] * 4)
         session.close()
     assert len(calls) == 1
+
+
+def test_another_face_starts_from_its_own_colours(engine):
+    """When the tracker switches to another person, the edit forgets the last one's colours:
+    the first frame of the new face is edited as a fresh session would edit it."""
+    ref = (TESTDATA / "styles" / "style_2.png").read_bytes()
+    first = place_at(rgb(TESTDATA / "faces" / "ffhq_1.png"), 40)
+    second = place_at(rgb(TESTDATA / "faces" / "ffhq_6.png"), 300)
+    session, fresh = engine.open_session(), engine.open_session()
+    try:
+        for s in (session, fresh):
+            s.set_prompt(image_prompt(ref, name="s2"))
+        run(session, [first] * 4)
+        switched = run(session, [second])[-1]
+        alone = run(fresh, [second])[-1]
+    finally:
+        session.close()
+        fresh.close()
+    assert np.abs(switched.astype(int) - alone.astype(int)).max() <= 2

@@ -173,6 +173,8 @@ class MeshSession(EngineSession):
             self._clamped, self._target = False, None
             self._caller = CallerState()  # the next face may be someone else
             return frame
+        if result.switched:
+            self._caller = CallerState()  # another person: their own colours, not a blend with the last one's
         self._last_face = (frame, face)  # references: nothing is copied per frame
         if controls.pose.mode != "follow":
             face = _unsmoothed(face)
