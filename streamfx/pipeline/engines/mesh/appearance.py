@@ -19,7 +19,6 @@ then the global look is blended over the same area.  ``strength`` scales the alp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -29,13 +28,13 @@ from .config import MeshEngineConfig
 from .geometry import Grid
 from .looks import FILTERS, look_scale
 from .masks import face_boxes, resample_box
-from .raster import Raster, rasterize
+from .raster import Raster
 from .reference import RegionStats, image_colours, read_regions
-from .regions import BROWS, EYE_AROUND, LIPS, NAMES, SKIN
+from .regions import BROWS, EYE_AROUND, LIPS, NAMES, SKIN, atlas_raster
 from .skin import CallerState, edit_alpha, read_caller, shrink
 from .style_detect import GlobalLook
 from .style_detect import detect as detect_look
-from .topology import SKIRT_GROUP, RenderMesh, facing_cos, render_mesh, with_skirt
+from .topology import RenderMesh, facing_cos, render_mesh, with_skirt
 
 L_KNEE = 30.0  # lightness shifts beyond this are halved: the kept eyes and teeth do not stand out like lamps
 NO_FACE_PALETTE = 0.5  # how fully a reference without a face gives its colours (its image centre's)
@@ -48,15 +47,6 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
 
 
-@lru_cache(maxsize=2)
-def atlas_raster(size: int) -> Raster:
-    """The UV atlas (size x size) rasterised once: which triangle and where, per texel."""
-    mesh = render_mesh()
-    uv = mesh.uv * (size - 1)
-    keep = mesh.group != SKIRT_GROUP
-    return rasterize(uv, np.zeros(len(uv)), mesh.tris, (size, size), keep=keep)
-
-
 @dataclass(frozen=True)
 class ReferenceAppearance:
     """A prepared reference: the Lab statistics of its face regions (``regions``; without a
@@ -66,10 +56,13 @@ class ReferenceAppearance:
     name: str
     regions: dict[int, RegionStats]
     look: GlobalLook
-    palette_weight: float
     face_found: bool
 
     kind = "reference"
+
+    @property
+    def palette_weight(self) -> float:
+        return 1.0 if self.face_found else NO_FACE_PALETTE
 
     def note(self) -> dict[str, Any]:
         """What the caller is told along with the prompt's ack."""
@@ -103,12 +96,12 @@ def prepare(image: np.ndarray, landmarks: np.ndarray | None, name: str, cfg: Mes
     if landmarks is None:
         h, w = image.shape[:2]
         centre = to_lab(image[h // 4:h - h // 4, w // 4:w - w // 4]).reshape(-1, 3)
-        return ReferenceAppearance(name, {SKIN: image_colours(centre)}, detect_look(image), NO_FACE_PALETTE, False)
+        return ReferenceAppearance(name, {SKIN: image_colours(centre)}, detect_look(image), False)
     texture, valid = unwrap(image, landmarks, cfg)
     regions = read_regions(texture, valid)
     x0, y0 = np.floor(landmarks[:, :2].min(axis=0)).astype(int)
     x1, y1 = np.ceil(landmarks[:, :2].max(axis=0)).astype(int)
-    return ReferenceAppearance(name, regions, detect_look(image, (x0, y0, x1, y1)), 1.0, True)
+    return ReferenceAppearance(name, regions, detect_look(image, (x0, y0, x1, y1)), True)
 
 
 def _gain(ref: np.ndarray, own: np.ndarray) -> np.ndarray:

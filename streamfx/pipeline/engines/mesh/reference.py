@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .regions import BROWS, EYE_AROUND, LIPS, NAMES, OPENING, SKIN, region_labels
+from .regions import BROWS, EYE_AROUND, LIPS, OPENING, SKIN, region_labels
 
 SYMMETRY_DE = 16.0  # Lab distance between mirrored texels that marks one of them as occluded
 OUTLIER_SIGMAS = 2.5
@@ -146,11 +146,6 @@ def _limit_depth(eyes: RegionStats, skin: RegionStats) -> RegionStats:
     mean = eyes.mean.copy()
     mean[0] = skin.mean[0] - MAX_EYE_DEPTH
     return RegionStats(mean=mean, std=eyes.std, kept=eyes.kept)
-
-
-def describe(stats: dict[int, RegionStats]) -> dict[str, list[float]]:
-    """{region name: rounded mean Lab} for logs and tests."""
-    return {NAMES[k]: [round(float(x), 1) for x in v.mean] for k, v in sorted(stats.items())}
 
 
 def image_colours(lab: np.ndarray) -> RegionStats:

@@ -15,12 +15,12 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .topology import render_mesh
+from .raster import Raster, rasterize
+from .topology import SKIRT_GROUP, render_mesh
 
 # labels; SKIN is everything the face mesh covers that is none of the others
 SKIN, LIPS, EYE_AROUND, BROWS, OPENING, OUTSIDE = 0, 1, 2, 3, 4, -1
 NAMES = {SKIN: "skin", LIPS: "lips", EYE_AROUND: "eyes", BROWS: "brows"}
-TRANSFERRED = (SKIN, LIPS, EYE_AROUND, BROWS)  # regions whose look a reference gives
 
 LIPS_OUTER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
 LIPS_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
@@ -29,6 +29,15 @@ EYE_RINGS = ((33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 14
 BROW_RINGS = ((70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
               (300, 293, 334, 296, 336, 285, 295, 282, 283, 276))
 EYE_AROUND_REACH = 0.3  # the eye surroundings reach this many eye widths beyond the lid line
+
+
+@lru_cache(maxsize=2)
+def atlas_raster(size: int) -> Raster:
+    """The UV atlas (size x size) rasterised once: which triangle and where, per texel."""
+    mesh = render_mesh()
+    uv = mesh.uv * (size - 1)
+    keep = mesh.group != SKIRT_GROUP
+    return rasterize(uv, np.zeros(len(uv)), mesh.tris, (size, size), keep=keep)
 
 
 def _fill(size: int, rings, uv: np.ndarray) -> np.ndarray:
@@ -42,8 +51,6 @@ def _fill(size: int, rings, uv: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=2)
 def region_labels(size: int) -> np.ndarray:
     """(size, size) int8 label per atlas texel (u right, v down), read-only."""
-    from .appearance import atlas_raster  # the atlas raster lives with the unwrapping
-
     uv = render_mesh().uv
     covered = atlas_raster(size).covered
     mouth = _fill(size, [LIPS_INNER], uv)

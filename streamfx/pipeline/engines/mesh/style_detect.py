@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 
 SIDE = 256
-KINDS = ("photo", "cartoon", "sketch", "engraving", "oil")
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class LookCues:
 
 @dataclass(frozen=True)
 class GlobalLook:
-    """The look a reference asks for: ``kind`` one of KINDS, ``amount`` 0..1 how strongly it
+    """The look a reference asks for: ``kind`` (photo, cartoon, sketch, engraving or oil), ``amount`` 0..1 how strongly it
     is applied, and the cues it was read from."""
 
     kind: str

@@ -69,15 +69,13 @@ class RenderMesh:
 
     ``tris`` (T, 3) int32, skin triangles wound so that a triangle faces the camera when
     its signed area in image coordinates (x right, y down) is negative; ``group`` (T,)
-    int8: SKIN, EYES, MOUTH (the closing strips) or SKIRT_GROUP; ``feature`` (T,) bool:
-    eye / mouth strips; ``cullable`` (T,) bool: skin triangles (the others are folds or
+    int8: SKIN, EYES, MOUTH (the closing strips) or SKIRT_GROUP; ``cullable`` (T,) bool: skin triangles (the others are folds or
     ring pieces and are never culled); ``uv`` (V, 2) float64 in [0, 1] (u right, v down;
     skirt vertices repeat their outline vertex); ``oval`` (36,) the face outline indices;
     ``mirror`` (V,) int32: the vertex on the other side of the face (skirt: itself)."""
 
     tris: np.ndarray
     group: np.ndarray
-    feature: np.ndarray
     cullable: np.ndarray
     uv: np.ndarray
     oval: np.ndarray
@@ -122,7 +120,7 @@ def render_mesh() -> RenderMesh:
     mirror = np.concatenate([mirror, ring]).astype(np.int32)
     for arr in (tris, group, uv, mirror):
         arr.setflags(write=False)
-    return RenderMesh(tris=tris, group=group, feature=(group == EYES) | (group == MOUTH),
+    return RenderMesh(tris=tris, group=group,
                       cullable=group == SKIN, uv=uv, oval=oval, mirror=mirror)
 
 
