@@ -6,13 +6,16 @@ in several configurations, all measured in the same run:
 * ``track_only``: the face tracker alone (the baseline every configuration pays);
 * ``passthrough``: the session with no prompt in follow mode (tracking + engine overhead);
 * ``frontal``: re-posing to frontal;
-* ``reference``: a reference-image edit in follow mode;
+* ``reference``: a reference-image edit in follow mode (``--style``, by default a
+  stylised one: colours and its global look);
 * ``frontal+reference``: both at once ("all edits on", the budget case);
+* ``frontal+photo_reference``: re-posing with a photo reference (``--photo-style``: colours only);
 * ``frontal+<look>``: re-posing with each named look.
 
 For each it reports p50/p95/p99 ms per frame (wall time of ``session.process``), the
-median of each sub-stage, and the ratio of the p50 to the tracking baseline's p50, and
-writes JSON (default ``benchmarks/results/mesh.json``).
+median of each sub-stage, the ratio of the p50 to the tracking baseline's p50 and, for an
+edit, what it adds to the same pose without one (``edit_ms``: p50 difference; ``edit_ratio``),
+and writes JSON (default ``benchmarks/results/mesh.json``).
 
     python -m benchmarks.bench_mesh [--frames 240] [--json OUT]
 """
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--video", type=Path, default=TESTDATA / "video" / "head_turn_1.mp4")
     parser.add_argument("--style", type=Path, default=TESTDATA / "styles" / "style_3.png")
+    parser.add_argument("--photo-style", type=Path, default=TESTDATA / "styles" / "style_6.png")
     parser.add_argument("--json", type=Path, default=RESULTS / "mesh.json")
     args = parser.parse_args(argv)
 
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "frontal": (frontal, None),
         "reference": (Controls(), reference),
         "frontal+reference": (frontal, reference),
+        "frontal+photo_reference": (frontal, image_prompt(args.photo_style.read_bytes(), name=args.photo_style.stem)),
         **{f"frontal+{look}": (frontal, preset_prompt(look)) for look in LOOKS},
     }
     results = {"track_only": bench_tracking(frames, args.frames, args.warmup)}
@@ -112,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, (controls, prompt) in configs.items():
         res = bench_session(engine, frames, controls, prompt, args.frames, args.warmup)
         res["ratio_to_track_p50"] = round(res["frame_ms"]["p50"] / base, 2) if base else None
+        plain = results.get("frontal" if name.startswith("frontal+") else "passthrough")
+        if prompt is not None and plain is not None:  # the edit's own cost, against the same pose without it
+            res["edit_ms"] = round(res["frame_ms"]["p50"] - plain["frame_ms"]["p50"], 2)
+            res["edit_ratio"] = round(res["frame_ms"]["p50"] / plain["frame_ms"]["p50"], 3)
         results[name] = res
         fm = res["frame_ms"]
         stages = " ".join(f"{k}={v}" for k, v in res["stages_ms_p50"].items())
@@ -123,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "video": args.video.name,
         "style": args.style.name,
+        "photo_style": args.photo_style.name,
         "frames": args.frames,
         "budget_ms": BUDGET_MS,
         "all_edits_p50_ms": budget_case["p50"],
