@@ -32,7 +32,8 @@ def gpu_report() -> dict:
     from ..runtime.devices import describe_device
     from ..runtime.estimate import gpu_callers_estimate, gpu_estimate
 
-    report: dict = {"torch_cuda": torch.version.cuda, "gpus": [], "tensorrt": None, "driver": None}
+    report: dict = {"torch_cuda": torch.version.cuda, "gpus": [], "tensorrt": None, "tensorrt_problem": None,
+                    "driver": None}
     if torch.cuda.is_available():
         try:  # the driver's version, where the gpu extra (nvidia-ml-py) is installed
             import pynvml
@@ -57,6 +58,14 @@ def gpu_report() -> dict:
             report["tensorrt"] = tensorrt.__version__
         except Exception as exc:  # noqa: BLE001 - a broken install is worth reporting, not crashing on
             report["tensorrt"] = f"installed but fails to import ({type(exc).__name__})"
+        else:
+            from ..runtime.base import BackendUnavailable
+            from ..runtime.selection import check_tensorrt_version
+
+            try:
+                check_tensorrt_version(report["tensorrt"])
+            except BackendUnavailable as exc:
+                report["tensorrt_problem"] = str(exc)  # the one line the backend refuses with
     return report
 
 
@@ -148,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         + f"; torch CUDA {gpu['torch_cuda'] or 'not built in (CPU build)'}"
         + (f", driver {gpu['driver']}" if gpu["driver"] else "")
         + f"; TensorRT {gpu['tensorrt'] or 'not installed'}",
+        *([f"TensorRT   {gpu['tensorrt_problem']}"] if gpu["tensorrt_problem"] else []),
         f"runtime    {rt['device']}: backend {rt['backend']}, {rt['threads']} CPU threads; CPU stages: "
         + ", ".join(f"{STAGE_NAMES[s]} {p}" for s, p in rt["stages"].items()),
         f"           why: {rt['reason']}",

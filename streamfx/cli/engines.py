@@ -111,12 +111,14 @@ def run_build(args: argparse.Namespace) -> int:
     from ..runtime.selection import require_tensorrt_package
 
     try:
-        require_tensorrt_package(args.backend)
+        require_tensorrt_package(args.backend)  # missing, or not TensorRT 10: one line, before the device
         device = resolve_device(args.device)
         if (args.backend == "tensorrt") != (device.type == "cuda"):
             raise BackendUnavailable(f"--backend {args.backend} builds for "
                                      f"{'an NVIDIA GPU (--device cuda)' if args.backend == 'tensorrt' else 'the CPU'}, "
                                      f"not --device {device}")
+        if args.backend == "tensorrt":
+            options["device"] = device  # engines are built (and timed) on the GPU --device names
         get_backend(args.backend, **options)  # fail fast, before loading weights
     except (BackendUnavailable, DeviceUnavailable) as exc:
         raise CliError(str(exc)) from None

@@ -6,8 +6,9 @@ Two kinds of entries go into the engine cache (``engines/manifest.json``):
   backend ``"onnx"`` and :data:`EXPORT_VERSION` (bumped when the export code changes);
 * the **backend artefact** built from it (the ONNX file itself for ONNX Runtime and OpenVINO,
   a ``.plan`` for TensorRT), keyed by the graph, the ONNX file's sha256, the backend and its
-  fingerprint (runtime version and precision; for TensorRT the GPU name, compute capability
-  and TensorRT version).
+  fingerprint (runtime version and precision; for TensorRT the GPU name, compute capability,
+  TensorRT version and the precision setup: ``fp32``, or ``fp16`` with a digest of the rules
+  pinning layers to FP32).
 
 Verification runs the built graph and the PyTorch float32 module on the same inputs and
 compares them (:func:`~.export.compare_outputs`).
@@ -71,11 +72,13 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 
 def backend_fingerprint(name: str, backend: Backend) -> str:
-    """What a built artefact is valid for (a different value rebuilds)."""
+    """What a built artefact is valid for (a different value rebuilds), read from the backend
+    instance that builds it (its device and precision)."""
     if name == "tensorrt":
         from .contrib.trt_backend import fingerprint
+        from .contrib.trt_precision import precision_setup
 
-        return fingerprint()
+        return f"{fingerprint(backend.device)}|{precision_setup(backend.fp16)}"
     if name == "onnxruntime":
         import onnxruntime
 

@@ -8,6 +8,8 @@ capability probe (:mod:`.probe`) measured fastest.
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from .base import BackendUnavailable
@@ -23,15 +25,67 @@ ALL_BF16 = PrecisionPlan(**{s: "bf16" for s in STAGES}, reason="bf16 asked for (
 
 TENSORRT_MISSING = ("backend tensorrt needs TensorRT 10, which is not installed: "
                     "pip install 'streamfx[tensorrt]' on a machine with an NVIDIA GPU")
+#: the one TensorRT major version StreamFX builds and runs engines with
+TENSORRT_MAJOR = 10
+TENSORRT_INSTALL = "pip install 'tensorrt>=10,<11'"
+_VERSION = re.compile(r"(\d+)\.\d+[\w.+-]*")
+
+
+def check_tensorrt_version(version: str) -> None:
+    """:class:`BackendUnavailable` (one line) unless ``version`` is a TensorRT 10 release.
+
+    TensorRT 9 and older lack the named-tensor API (``execute_async_v3``, ``set_tensor_address``);
+    TensorRT 11 removed ``BuilderFlag.FP16``, ``OBEY_PRECISION_CONSTRAINTS`` and weak typing,
+    which the FP16 builds with FP32-pinned layers rely on. The one rule for ``streamfx doctor``,
+    ``streamfx engines build`` and loading the backend.
+    """
+    text = str(version).strip()
+    match = _VERSION.fullmatch(text)
+    if match is None:
+        raise BackendUnavailable(f"TensorRT reports the version {text[:40]!r}, which StreamFX cannot read: "
+                                 f"it needs TensorRT {TENSORRT_MAJOR} ({TENSORRT_INSTALL})")
+    if int(match.group(1)) != TENSORRT_MAJOR:
+        raise BackendUnavailable(f"TensorRT {text} is not supported: StreamFX needs TensorRT {TENSORRT_MAJOR} "
+                                 f"({TENSORRT_INSTALL})")
+
+
+def installed_tensorrt_version() -> str | None:
+    """The installed TensorRT's version: from the package metadata where there is one (without
+    importing TensorRT, which loads the CUDA libraries), else from the module; None if neither
+    tells (a broken install: loading the backend then says what is wrong)."""
+    from importlib import metadata
+
+    owners = ["tensorrt"]  # the pip meta package, or NVIDIA's own wheel
+    try:  # the wheel that holds the module (tensorrt_cu12_bindings, ...) where the meta package is absent
+        owners += metadata.packages_distributions().get("tensorrt", [])
+    except Exception:  # noqa: BLE001 - a malformed distribution elsewhere is no reason to stop
+        pass
+    for owner in owners:
+        try:
+            return metadata.version(owner)
+        except Exception:  # noqa: BLE001 - PackageNotFoundError, or metadata without a version
+            continue
+    try:
+        import tensorrt
+
+        return str(tensorrt.__version__)
+    except Exception:  # noqa: BLE001 - a module that fails to import is reported when the backend loads
+        return None
 
 
 def require_tensorrt_package(backend: str) -> None:
-    """For ``tensorrt``: :class:`BackendUnavailable` naming the extra when the package is missing
-    (checked before the device, so that the one line says what to install)."""
+    """For ``tensorrt``: :class:`BackendUnavailable` naming the extra when the package is missing,
+    or saying that the installed version is not TensorRT 10 (checked before the device, so that
+    the one line says what to install)."""
     from importlib.util import find_spec
 
-    if backend == "tensorrt" and find_spec("tensorrt") is None:
+    if backend != "tensorrt":
+        return
+    if find_spec("tensorrt") is None:
         raise BackendUnavailable(TENSORRT_MISSING)
+    version = installed_tensorrt_version()
+    if version is not None:
+        check_tensorrt_version(version)
 
 
 def resolve_backend(backend: str = "auto", device: torch.device | str = "cpu") -> str:
