@@ -26,6 +26,7 @@ import argparse
 import math
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,27 @@ def load_model(fixture: dict | None):
     from streamfx.models.random_weights import random_state_dicts
 
     return threedpe.from_state(random_state_dicts(0)), "random (official shapes)"
+
+
+@contextmanager
+def true_fp32():
+    """Float32 really float32 inside the block: no TF32 in matmuls or cuDNN convolutions (both
+    may be on by default), so the reference is not itself rounded to 10 mantissa bits."""
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def reference_path(model, device):
+    """The float32 reference (``torch-fp32``) on ``device``, from a copy of ``model``: the shared
+    model stays where it is, so the paths built from it later start from the same weights."""
+    from streamfx.models.threedpe import copy_on
+    from streamfx.runtime.accelerated import load_accelerated
+
+    return load_accelerated(copy_on(model, device), "torch-fp32", device=device)
 
 
 def parity(path, reference, x, ref224, camera, presets) -> dict:
@@ -128,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     from streamfx.models import threedpe
     from streamfx.models.renderer import look_at_camera
     from streamfx.runtime.accelerated import load_accelerated
+    from streamfx.runtime.batching import batch_sizes_for
+    from streamfx.runtime.device_ops import gpu_road
     from streamfx.runtime.devices import DeviceUnavailable, resolve_device
 
     started = time.perf_counter()
@@ -148,20 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     x = threedpe.prepare_input(crop).to(device)
     ref224 = threedpe.prepare_reference(ref).to(device)
     camera = look_at_camera(math.pi / 2 + 0.25, math.pi / 2 - 0.05).to(device)
-    reference = load_accelerated(model.to(device), "torch-fp32", device=device)
+    reference = reference_path(model, device)
+    max_batch = 2 if args.quick else 8
+    # off CUDA: the GPU's road (load_accelerated, capture with the CUDA graph stand-in, batching), in float32
+    ops = gpu_road(device)
     rows = []
     for backend in [b for b in args.backends.split(",") if b]:
-        if backend == "torch-cuda" and device.type != "cuda":  # the same code, float32, on the CPU (CI)
-            from streamfx.runtime.contrib.torch_cuda import TorchCudaAccelerated
-
-            path = TorchCudaAccelerated(model, device, tuple(presets))
-        else:
-            path = load_accelerated(model, backend, presets, device=device, max_batch=8, verify=False)
-        from streamfx.runtime.batching import batch_sizes_for
-
-        captured = path.capture(lambda m: print(m, flush=True), batch_sizes_for(8)) if hasattr(path, "capture") else {}
-        row = {"name": backend, **path.describe(), "graphs_captured": captured,
-               "parity": parity(path, reference, x, ref224, camera, presets)}
+        path = load_accelerated(model, backend, presets, device=device, max_batch=max_batch, verify=False, ops=ops)
+        captured = path.capture(lambda m: print(m, flush=True), batch_sizes_for(max_batch), warmup=1 if args.quick
+                                else 3) if hasattr(path, "capture") else {}
+        with true_fp32():
+            row = {"name": backend, **path.describe(), "graphs_captured": captured,
+                   "parity": parity(path, reference, x, ref224, camera, presets)}
         if fixture is not None:
             official = path.render(fixture["planes"].float().to(device), fixture["camera"].to(device), "full")
             row["parity_official_image_max"] = round(float((official["image"].cpu() - fixture["image"]).abs().max()), 6)

@@ -19,9 +19,10 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import streamfx.models, streamfx.runtime
 from streamfx.models import threedpe, random_weights
-from streamfx.runtime import accelerated, devices, probe, estimate
+from streamfx.runtime import accelerated, batching, device_ops, devices, probe, estimate, streams
 from streamfx.runtime.contrib import torch_cuda
 from streamfx.face import tensor_compositing
+from streamfx.face import types
 from streamfx.training import loop, losses, lora, criteria, targets
 import benchmarks.gpu_check, benchmarks.harness
 print("ok")

@@ -32,8 +32,13 @@ def gpu_report() -> dict:
     from ..runtime.devices import describe_device
     from ..runtime.estimate import gpu_callers_estimate, gpu_estimate
 
+    from ..models.renderer.presets import PRESETS
+    from ..runtime.batching import BatchConfig, batch_sizes_for
+    from ..runtime.estimate import graph_memory
+
+    # what torch-cuda captures with the serve defaults: every preset, every batch size the batcher forms
     report: dict = {"torch_cuda": torch.version.cuda, "gpus": [], "tensorrt": None, "tensorrt_problem": None,
-                    "driver": None}
+                    "driver": None, "graph_memory": graph_memory(tuple(PRESETS), batch_sizes_for(BatchConfig().max_batch))}
     if torch.cuda.is_available():
         try:  # the driver's version, where the gpu extra (nvidia-ml-py) is installed
             import pynvml
@@ -135,6 +140,17 @@ def _fmt_rate(table: dict) -> str:
     return f"fp32 {table['fp32']:.0f}, bf16 {table['bf16']:.0f} GFLOP/s ({ratio:.2f}x, {verdict})"
 
 
+def _graph_line(gpu: dict) -> str:
+    g = gpu["graph_memory"]
+    fits = "; ".join(f"{d['device']}: {'fits' if g['total_gib'] < d['memory_gib'] else 'does NOT fit'} its "
+                     f"{d['memory_gib']} GiB" for d in gpu["gpus"])
+    return (f"graphs     torch-cuda CUDA graphs per GPU with the defaults ({g['graphs']} graphs: "
+            f"{len(g['presets'])} presets x batch sizes {','.join(map(str, g['batch_sizes']))}, one shared pool): "
+            f"about {g['total_gib']} GiB (an upper bound, not measured on a GPU; --batch-window-ms 0 captures "
+            "batch 1 only)"
+            + (f"; {fits}" if fits else ""))
+
+
 def run(args: argparse.Namespace) -> int:
     data = collect(args)
     if args.json:
@@ -158,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         + (f", driver {gpu['driver']}" if gpu["driver"] else "")
         + f"; TensorRT {gpu['tensorrt'] or 'not installed'}",
         *([f"TensorRT   {gpu['tensorrt_problem']}"] if gpu["tensorrt_problem"] else []),
+        _graph_line(gpu),
         f"runtime    {rt['device']}: backend {rt['backend']}, {rt['threads']} CPU threads; CPU stages: "
         + ", ".join(f"{STAGE_NAMES[s]} {p}" for s, p in rt["stages"].items()),
         f"           why: {rt['reason']}",

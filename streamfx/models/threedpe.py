@@ -22,6 +22,8 @@ prompt key.
 
 from __future__ import annotations
 
+import copy
+
 import os
 import threading
 from collections import OrderedDict
@@ -122,6 +124,10 @@ class ReferenceTokenCache:
                 self._items.popitem(last=False)
         return value
 
+    def __deepcopy__(self, memo: dict) -> "ReferenceTokenCache":
+        """A copied model starts with an empty cache of its own."""
+        return ReferenceTokenCache(self.max_entries)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -216,6 +222,11 @@ def from_state(state: StateDicts, device: str | torch.device = "cpu", dtype: tor
     model.load_state_dict(_encoder_state(state) | renderer, strict=True, assign=True)
     model.requires_grad_(False)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def copy_on(model: ThreeDPE, device: str | torch.device) -> ThreeDPE:
+    """A copy of ``model`` with its weights on ``device`` (``model`` itself stays where it is)."""
+    return copy.deepcopy(model).to(device)
 
 
 def load(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",

@@ -53,6 +53,7 @@ from ..models.threedpe import (
     weights_sha256,
 )
 from .base import BackendUnavailable
+from .device_ops import DeviceOps, device_ops
 from .engine_cache import EngineCache
 from .names import BACKEND_CHOICES, GRAPH_BACKENDS, TORCH_BACKENDS
 from .probe import STAGES, PrecisionPlan
@@ -72,10 +73,20 @@ class _Accelerated:
     #: ``encode(x, tokens, adapters=[...])`` applies row i's low-rank adapter to row i
     per_sample_adapters = False
 
+    #: the device inference runs on, and its streams, graphs and binding (:mod:`.device_ops`)
+    device: torch.device = torch.device("cpu")
+    ops: DeviceOps = device_ops("cpu")
+
     def __init__(self) -> None:
         self.token_cache = ReferenceTokenCache()
         # Adapter hooks sit on the shared encoder while a call runs: encoder calls take turns.
         self._encoder_lock = threading.Lock()
+
+    def _finished(self) -> None:
+        """Block until the work enqueued so far on this thread's stream is done: what it made
+        may now be read from any stream (a hand-over between threads, once per prompt)."""
+        streams = self.ops.streams
+        streams.synchronize(streams.record(streams.current()))
 
     def describe(self) -> dict:
         """Backend and precision per stage, for ``/api/info``, stats and ``doctor``."""
@@ -83,8 +94,26 @@ class _Accelerated:
                 "stages": {s: getattr(self.plan, s) for s in STAGES}}
 
     def prompt_tokens(self, key: str, reference_rgb: np.ndarray) -> torch.Tensor:
-        """Tokens (1, 197, 768) of a reference image, computed once per prompt ``key``."""
-        return self.token_cache.get_or_compute(key, lambda: self.reference_tokens(prepare_reference(reference_rgb)))
+        """Tokens (1, 197, 768) of a reference image, computed once per prompt ``key``.
+
+        They are computed on the prompt thread's stream and read on every session's: the
+        computation is finished before they enter the cache (sessions that read them hand
+        them over to their own stream, which keeps their memory while it reads)."""
+        def compute() -> torch.Tensor:
+            tokens = self.reference_tokens(prepare_reference(reference_rgb))
+            self._finished()
+            return tokens
+
+        return self.token_cache.get_or_compute(key, compute)
+
+    def prepare_adapter(self, adapter: Any) -> Any:
+        """``adapter`` with its weights already on this path's device in the encoder's dtype
+        (and float32), finished before any session's stream reads them."""
+        if adapter is None:
+            return None
+        adapter.prepare(self.device, (self.plan.dtype("encoder"), torch.float32))
+        self._finished()
+        return adapter
 
     def _with_adapters(self, encoder: torch.nn.Module, adapters, run):
         """``run()`` with row i's adapter hooked onto ``encoder`` (:func:`~.adapters.per_sample`)."""
@@ -129,6 +158,8 @@ class TorchAccelerated(_Accelerated):
         if backend == "torch-fp32":
             if model.dtype != torch.float32:
                 raise ValueError(f"torch-fp32 needs a float32 model, got {model.dtype}")
+            self.device = next(model.parameters()).device  # the model runs where it is (cpu, cuda, mps)
+            self.ops = device_ops(self.device)
             self.vit, self.encoder, self.renderer = model.vit, model.encoder, model.renderer
             return
         from ..models.renderer.fast import FastRenderer
@@ -148,8 +179,8 @@ class TorchAccelerated(_Accelerated):
     def reference_tokens(self, ref224: torch.Tensor) -> torch.Tensor:
         """ref224 (B, 3, 224, 224) ImageNet-normalised -> tokens (B, 197, 768) float32."""
         check_tensor(ref224, (3, REF_SIZE, REF_SIZE), "reference")
-        dtype = self.vit.pos_embed.dtype
-        return self.vit(ref224.to(dtype)).float()
+        with self.ops.bound():
+            return self.vit(ref224.to(self.device, self.vit.pos_embed.dtype)).float()
 
     per_sample_adapters = True
 
@@ -159,22 +190,28 @@ class TorchAccelerated(_Accelerated):
 
         ``adapters``: one low-rank adapter (or None) per row, applied to that row only."""
         self._check_encode(x, tokens)
-        if self.backend == "torch-fp32":
-            return self._with_adapters(self.model.encoder, adapters, lambda: self.model.encode(x, tokens))
-        return self._with_adapters(self.encoder, adapters, lambda: self.encoder(x, tokens.expand(x.shape[0], -1, -1)))
+        with self.ops.bound():
+            x, tokens = x.to(self.device), tokens.to(self.device)
+            if self.backend == "torch-fp32":
+                return self._with_adapters(self.model.encoder, adapters, lambda: self.model.encode(x, tokens))
+            return self._with_adapters(self.encoder, adapters,
+                                       lambda: self.encoder(x, tokens.expand(x.shape[0], -1, -1)))
 
     @torch.inference_mode()
     def render(self, planes: torch.Tensor, camera: torch.Tensor, preset: Any = "full") -> dict[str, torch.Tensor]:
         """planes (B, 96, 256, 256), camera (B, 25) -> ``image``, ``image_raw``, ``image_depth``."""
-        if self.backend == "torch-fp32":
-            return self.model.render(planes, camera, preset)
-        check_tensor(planes, PLANES_SHAPE, "planes")
-        return self.renderer(planes, camera.float(), preset)
+        with self.ops.bound():
+            planes, camera = planes.to(self.device), camera.to(self.device)
+            if self.backend == "torch-fp32":
+                return self.model.render(planes, camera, preset)
+            check_tensor(planes, PLANES_SHAPE, "planes")
+            return self.renderer(planes, camera.float(), preset)
 
 
 def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str, ...] | list[str] = (),
                      *, cache: EngineCache | None = None, verify: bool = False, threads: int | None = None,
-                     device: torch.device | str = "cpu", max_batch: int = 1, **backend_options):
+                     device: torch.device | str = "cpu", max_batch: int = 1, ops: DeviceOps | None = None,
+                     **backend_options):
     """Wrap ``model`` for fast inference on ``backend`` (see the module docstring).
 
     Args:
@@ -188,6 +225,10 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
             weights there, ``torch-fp32`` expects the model there already.
         max_batch: graph backends: build graphs with a dynamic batch of up to this many rows
             (for the frame batcher; 1 = static graphs).
+        ops: the device's streams, graphs and binding (default: the device's own,
+            :func:`~.device_ops.device_ops`). :func:`~.device_ops.gpu_road` on a CPU device
+            loads ``torch-cuda`` (``auto`` means it there) with the graph stand-in: the GPU's
+            road, walked in CI.
         backend_options: passed to the runtime backend (e.g. ``precision="f32"`` for OpenVINO).
 
     Raises:
@@ -195,18 +236,31 @@ def load_accelerated(model: ThreeDPE, backend: str = "auto", presets: tuple[str,
     """
     for p in presets:
         get_preset(p)
-    path = _load(model, backend, presets, cache, verify, threads, device, max_batch, **backend_options)
+    device = torch.device(device)
+    ops = ops or device_ops(device)
+    path = _load(model, backend, presets, cache, verify, threads, device, max_batch, ops, **backend_options)
     path.weights_sha256 = weights_sha256(model)  # what style packs were trained on must match
     return path
 
 
-def _load(model: ThreeDPE, backend: str, presets, cache, verify, threads, device, max_batch, **backend_options):
-    backend = resolve_backend(backend, device)
-    if backend == "torch-cuda":
-        from importlib import import_module
+def torch_cuda_path(model: ThreeDPE, device: torch.device, presets: tuple[str, ...] = (), ops: DeviceOps | None = None,
+                    **options):
+    """The ``torch-cuda`` path (:mod:`.contrib.torch_cuda`, imported by name: the core never imports contrib)."""
+    from importlib import import_module
 
-        module = import_module("streamfx.runtime.contrib.torch_cuda")  # by name: the core never imports contrib
-        return module.TorchCudaAccelerated(model, device, tuple(presets), **backend_options)
+    module = import_module("streamfx.runtime.contrib.torch_cuda")
+    return module.TorchCudaAccelerated(model, device, tuple(presets), ops=ops, **options)
+
+
+def _load(model: ThreeDPE, backend: str, presets, cache, verify, threads, device, max_batch, ops, **backend_options):
+    if ops.accelerator and device.type != "cuda":  # the GPU's road on another device (CI)
+        if backend not in ("auto", "torch-cuda"):
+            raise BackendUnavailable(f"the GPU road off CUDA runs torch-cuda only, got backend {backend}")
+        backend = "torch-cuda"
+    else:
+        backend = resolve_backend(backend, device)
+    if backend == "torch-cuda":
+        return torch_cuda_path(model, device, tuple(presets), ops, **backend_options)
     if threads is not None and backend in ("openvino", "hybrid"):
         backend_options.setdefault("threads", threads)
     if backend in TORCH_BACKENDS:
@@ -214,7 +268,8 @@ def _load(model: ThreeDPE, backend: str, presets, cache, verify, threads, device
     from .graph_paths import GraphAccelerated, HybridAccelerated
 
     if backend in GRAPH_BACKENDS:
-        return GraphAccelerated(model, backend, tuple(presets), cache, verify, max_batch=max_batch, **backend_options)
+        return GraphAccelerated(model, backend, tuple(presets), cache, verify, max_batch=max_batch, ops=ops,
+                                **backend_options)
     if backend == "hybrid":
         return HybridAccelerated(model, tuple(presets), cache, verify, **backend_options)
     raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")

@@ -69,14 +69,18 @@ class LowRankUpdate:
 
     def delta(self, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
         """The update's term of ``module(x)`` in x's dtype/device (weights cast once, cached)."""
-        key = (x.dtype, x.device)
-        if key not in self._cast:
-            with _plain():
-                self._cast[key] = (self.down.to(x.device, x.dtype), (self.up.float() * self.scale).to(x.device, x.dtype))
-        down, up = self._cast[key]
+        down, up = self.cast(x.device, x.dtype)
         if isinstance(module, nn.Linear):
             return F.linear(F.linear(x, down), up)
         return F.conv2d(F.conv2d(x, down, None, module.stride, module.padding, module.dilation), up)
+
+    def cast(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down, scale * up) on ``device`` in ``dtype``, made once and kept."""
+        key = (dtype, torch.device(device))
+        if key not in self._cast:
+            with _plain():
+                self._cast[key] = (self.down.to(device, dtype), (self.up.float() * self.scale).to(device, dtype))
+        return self._cast[key]
 
     def dense(self) -> torch.Tensor:
         """scale * up @ down in float64, the weight's shape: (out, in) or (cout, cin, kh, kw)."""
@@ -101,6 +105,14 @@ class LowRankAdapter:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LowRankAdapter:
         return LowRankAdapter(self.name, {k: LowRankUpdate(u.down.to(device, dtype), u.up.to(device, dtype), u.scale)
                                           for k, u in self.updates.items()})
+
+    def prepare(self, device: torch.device | str, dtypes: tuple[torch.dtype, ...]) -> LowRankAdapter:
+        """Make the device copies :meth:`LowRankUpdate.delta` reads (see :meth:`LowRankUpdate.cast`)
+        now, so that no encode makes them on its own stream; returns ``self``."""
+        for update in self.updates.values():
+            for dtype in dtypes:
+                update.cast(device, dtype)
+        return self
 
     def scaled(self, factor: float) -> LowRankAdapter:
         """The same updates at ``factor`` times their scale (tensors shared)."""

@@ -104,3 +104,40 @@ def gpu_callers_estimate(tflops: float, fps: float = 25.0, budget_ms: float = 40
     return {"unbatched": unbatched, "batched": batched, "frame_ms_unbatched": round(single, 1),
             "frame_ms_in_batch": round(per_frame, 2), "batches_per_period": -(-batched // max_batch) if batched else 0,
             "assumed_batch_efficiency": GPU_BATCH_EFFICIENCY}
+
+
+#: peak bytes (MiB) per batch row of each captured graph's intermediates: live tensors of one
+#: call of torch-cuda's code, tracked op by op on the CPU in float32 (2026-12-07, this
+#: project's random weights of the official shapes). Half precision needs less; the figures
+#: are an upper bound until a GPU measures them (gpu_check's peak_memory_gib).
+GRAPH_PEAK_MIB = {"encoder": 151.0, "fastest": 121.0, "fast": 160.0, "balanced": 513.0, "full": 1002.0}
+#: parameters (millions) of the copies on the GPU: the ViT, the encoder and the renderer
+PARAMS_M = 85.8 + 65.3 + 1.7
+_MIB = 2**20
+
+
+def graph_memory(presets: tuple[str, ...], batch_sizes: tuple[int, ...], precision: str = "fp16") -> dict:
+    """Expected device memory of torch-cuda with CUDA graphs of these presets and batch sizes.
+
+    All graphs share one pool, so the pool holds the largest graph's intermediates; each
+    graph keeps its static outputs, and each batch size has one set of static inputs
+    (shared by the renderer graphs of that size): weights + max(intermediates) + statics.
+    """
+    from ..models.renderer.presets import get_preset
+
+    weight_bytes = PARAMS_M * 1e6 * (4 if precision == "fp32" else 2)
+    planes = 96 * 256 * 256 * 4
+    pool = static = 0.0
+    for b in batch_sizes:
+        static += b * (3 * 512 * 512 * 4 + 197 * 768 * 4 + planes)   # encoder in (x, tokens) and out (planes)
+        static += b * (planes + 25 * 4)                               # the renderers' shared inputs
+        pool = max(pool, b * GRAPH_PEAK_MIB["encoder"] * _MIB)
+        for name in presets:
+            p = get_preset(name)
+            r = p.neural_resolution
+            static += b * (3 * p.output_size**2 + 4 * r * r) * 4      # image, image_raw, image_depth
+            pool = max(pool, b * GRAPH_PEAK_MIB[p.name] * _MIB)
+    total = weight_bytes + pool + static
+    return {"weights_bytes": int(weight_bytes), "pool_bytes": int(pool), "static_bytes": int(static),
+            "total_bytes": int(total), "total_gib": round(total / 2**30, 2), "graphs": len(batch_sizes) * (1 + len(presets)),
+            "batch_sizes": list(batch_sizes), "presets": list(presets)}

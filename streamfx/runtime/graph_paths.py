@@ -17,8 +17,9 @@ import torch
 from .. import log
 from ..models.renderer.presets import RenderPreset, get_preset
 from ..models.threedpe import PLANES_SHAPE, REF_SIZE, ModelInputError, ThreeDPE, check_tensor
-from .accelerated import TorchAccelerated, _Accelerated
+from .accelerated import TorchAccelerated, _Accelerated, torch_cuda_path
 from .base import Runner
+from .device_ops import DeviceOps, device_ops
 from .engine_cache import EngineCache
 from .graphs import RENDERER_PREFIX
 from .probe import PrecisionPlan, probe
@@ -81,11 +82,15 @@ class GraphAccelerated(_Accelerated):
     RETRY_AFTER_S = 30.0
 
     def __init__(self, model: ThreeDPE, backend: str, presets: tuple[str, ...], cache: EngineCache | None,
-                 verify: bool, max_batch: int = 1, **backend_options) -> None:
+                 verify: bool, max_batch: int = 1, ops: DeviceOps | None = None, **backend_options) -> None:
         from .builder import GraphBuilder
 
         super().__init__()
         self.backend = backend
+        self.ops = ops or device_ops("cpu")
+        self.device = self.ops.device
+        if backend == "tensorrt":
+            backend_options.setdefault("device", self.device)  # engines and their runners live on this GPU
         self.verify = verify
         self.max_batch = max_batch
         self.retry_after_s = self.RETRY_AFTER_S
@@ -97,7 +102,7 @@ class GraphAccelerated(_Accelerated):
         self._runners: dict[str, _Graph] = {}
         self._builds: dict[str, _BuildState] = {}
         self._state = threading.Lock()
-        self._adapted: TorchAccelerated | None = None  # style adapters: see encode()
+        self._adapted: _Accelerated | None = None  # style adapters: see encode()
         self._adapted_lock = threading.Lock()
         for graph in ("reference", "encoder", *(RENDERER_PREFIX + p for p in presets)):
             self._built(graph)
@@ -164,7 +169,8 @@ class GraphAccelerated(_Accelerated):
         logger.info("building a graph in the background", extra={"graph": graph, "backend": self.backend})
         start = time.perf_counter()
         try:
-            self._build(graph, state)
+            with self.ops.bound():  # a new thread starts on CUDA device 0
+                self._build(graph, state)
         except Exception as exc:  # noqa: BLE001 - remembered and logged; calls keep to ready graphs
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
             with self._state:
@@ -227,15 +233,18 @@ class GraphAccelerated(_Accelerated):
 
     per_sample_adapters = True
 
-    def _adapted_encoder(self) -> TorchAccelerated:
-        """The torch fast encoder (built on first use, shared by all styles) for encodes with
-        style adapters: the exported graphs stay those of the base weights, so a style pack
-        never exports or builds anything."""
+    def _adapted_encoder(self) -> _Accelerated:
+        """The torch encoder for encodes with style adapters (built on first use, shared by all
+        styles): the exported graphs stay those of the base weights, so a style pack never
+        exports or builds anything. It runs where the graphs run (:func:`adapted_encoder`)."""
         with self._adapted_lock:
             if self._adapted is None:
                 logger.info("building the torch encoder for style adapters", extra={"backend": self.backend})
-                self._adapted = TorchAccelerated(self.builder.model, "torch", encoder_only=True)
+                self._adapted = adapted_encoder(self.builder.model, self.ops)
         return self._adapted
+
+    def prepare_adapter(self, adapter: Any) -> Any:
+        return self._adapted_encoder().prepare_adapter(adapter)
 
     def encode(self, x: torch.Tensor, tokens: torch.Tensor, adapters=None) -> torch.Tensor:
         """Planes of a batch on the encoder graph; a batch with a style adapter on any row runs
@@ -251,6 +260,15 @@ class GraphAccelerated(_Accelerated):
         check_tensor(planes, PLANES_SHAPE, "planes")
         self._single(planes, "planes")
         return self._run(self.graph_name(preset), planes=planes.float(), camera=camera.float())
+
+
+def adapted_encoder(model: ThreeDPE, ops: DeviceOps) -> _Accelerated:
+    """A torch encoder of ``model`` on ``ops.device`` for encodes with style adapters: on the
+    GPU road the ``torch-cuda`` encoder in the GPU's half precision (the graphs get device
+    tensors), on the CPU the ``torch`` fast encoder in the probe's precision."""
+    if ops.accelerator:
+        return torch_cuda_path(model, ops.device, ops=ops, encoder_only=True)
+    return TorchAccelerated(model, "torch", encoder_only=True)
 
 
 class HybridAccelerated(_Accelerated):

@@ -90,7 +90,7 @@ class PrecisionPlan:
     reason: str
 
     def dtype(self, stage: str) -> torch.dtype:
-        return torch.bfloat16 if getattr(self, stage) == "bf16" else torch.float32
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(self, stage), torch.float32)
 
     @property
     def summary(self) -> str:

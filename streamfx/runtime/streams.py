@@ -1,8 +1,12 @@
 """Ordering GPU work across streams with events, behind an interface the CPU can run.
 
-Two places hand tensors between CUDA streams: a TensorRT runner executes on its own stream
-what a session's stream produced, and the frame batcher runs several sessions' inputs on the
-batcher's stream. Both follow the same protocol (:class:`OrderedExecution`):
+Tensors cross streams in four places. A prompt's tokens and a style pack's adapter weights
+are made on the prompt thread's stream and finished there (``synchronize`` of an event)
+before any session reads them; sessions ``hand_over`` the tokens to their own stream, which
+keeps their memory while it reads them after the token cache lets them go. A TensorRT runner
+executes on its own stream what a session's stream produced, and the frame batcher runs
+several sessions' inputs on the batcher's stream; both follow the same protocol
+(:class:`OrderedExecution`):
 
 1. the worker stream waits for an event recorded on the producer's stream (its inputs are written);
 2. the worker stream waits until the previous consumer has finished reading the worker's reused

@@ -42,8 +42,9 @@ def test_gpu_session_frames_upload_and_paste_like_the_cpu_path(read_rgb):
     uploads rotate two reused buffers without aliasing, grow for a larger region, refuse
     non-uint8, and the paste equals the torch paste written into the frame."""
     from streamfx.pipeline.engines.threedpe.gpu import GpuFrames
+    from streamfx.runtime.device_ops import gpu_road
 
-    frames = GpuFrames(torch.device("cpu"))
+    frames = GpuFrames(gpu_road("cpu"))
     a = np.full((512, 512, 3), 7, np.uint8)
     b = np.full((512, 512, 3), 9, np.uint8)
     first, x = frames.model_input(a)

@@ -88,13 +88,14 @@ def test_doctor_reports_the_machine_and_the_choice(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for line in ("CPU ", "measured ", "GPU ", "runtime ", "weights ", "expected ", "to go faster:"):
+    for line in ("CPU ", "measured ", "GPU ", "graphs ", "runtime ", "weights ", "expected ", "to go faster:"):
         assert line in text, (line, text)
     assert "fastest" in text and ("bf16 fast here" in text or "bf16 SLOW here" in text)
     report = _doctor({}, tmp_path)
     assert report["measured_gflops"]["cached"], "the second run reads the probe from the user cache"
     assert set(report["expected"]["3dpe"]["render_ms"]) == {"full", "balanced", "fast", "fastest"}
     assert report["gpu"]["gpus"] == [] or report["gpu"]["torch_cuda"]
+    assert report["gpu"]["graph_memory"]["graphs"] == 20 and report["gpu"]["graph_memory"]["total_gib"] > 1
     out = subprocess.run([sys.executable, "-m", "streamfx.cli", "doctor", "--json", "--threads", "1"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert json.loads(out.stdout)["runtime"]["threads"] == 1

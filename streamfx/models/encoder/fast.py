@@ -40,9 +40,10 @@ class CoordinateFoldedConv(nn.Module):
     def __init__(self, conv: nn.Conv2d, size: int, dtype: torch.dtype) -> None:
         super().__init__()
         self.stride, self.padding = conv.stride, conv.padding
+        device = conv.weight.device  # the map is made where the weights are (a GPU model's on the GPU)
         weight = conv.weight.detach().double()
         self.register_buffer("weight", weight[:, :3].to(dtype).contiguous(memory_format=torch.channels_last))
-        coords = with_coordinates(torch.zeros(1, 3, size, size, dtype=torch.float64))
+        coords = with_coordinates(torch.zeros(1, 3, size, size, dtype=torch.float64, device=device))
         coords[:, :3] = 0
         bias = None if conv.bias is None else conv.bias.detach().double()
         const = F.conv2d(coords, weight, bias, stride=conv.stride, padding=conv.padding)

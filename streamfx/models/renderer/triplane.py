@@ -24,7 +24,9 @@ def project_onto_planes(points: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 3, M, 2) grid coordinates, plane-major.
     """
-    return torch.stack([points[..., [a, b]] for a, b in PLANE_COORDS], dim=1)
+    # slices, not ``points[..., [a, b]]``: list indexing makes an index tensor on the host and
+    # copies it to the device on every call, which a CUDA graph capture does not allow
+    return torch.stack([torch.stack((points[..., a], points[..., b]), dim=-1) for a, b in PLANE_COORDS], dim=1)
 
 
 def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, box_warp: float = 1.0) -> torch.Tensor:

@@ -46,19 +46,30 @@ class ThreeDPEConfig:
                    batch_window_ms=options.batch_window_ms)
 
     @property
-    def batch_window(self) -> float:
-        """The batching window in ms; 0 when frames are not batched (CPU default, offline)."""
+    def on_gpu(self) -> bool:
+        return self.device.split(":")[0] == "cuda"
+
+    def batch_window_on(self, accelerator: bool) -> float:
+        """The batching window in ms; 0 when frames are not batched (CPU default, offline).
+        ``accelerator``: whether the engine takes the GPU's road (:mod:`streamfx.runtime.device_ops`)."""
         if self.offline:
             return 0.0
         if self.batch_window_ms is not None:
             return self.batch_window_ms
-        return 4.0 if self.device.split(":")[0] == "cuda" else 0.0
+        return 4.0 if accelerator else 0.0
 
-    @property
-    def keyframe_worker(self) -> bool:
+    def keyframe_worker_on(self, accelerator: bool) -> bool:
         """Whether the encoder runs as a keyframe worker beside the renderer (live CPU calls)."""
         if self.offline:
             return False
         if self.async_encoder is not None:
             return self.async_encoder
-        return self.device.split(":")[0] == "cpu"
+        return not accelerator and self.device.split(":")[0] == "cpu"
+
+    @property
+    def batch_window(self) -> float:
+        return self.batch_window_on(self.on_gpu)
+
+    @property
+    def keyframe_worker(self) -> bool:
+        return self.keyframe_worker_on(self.on_gpu)

@@ -34,6 +34,7 @@ from ....face import FaceTracker, align_face, composite, label_from_degrees
 from ....models import threedpe
 from ....runtime.accelerated import load_accelerated
 from ....runtime.adapters import LowRankAdapter
+from ....runtime.device_ops import DeviceOps, device_ops
 from ....runtime.selection import resolve_backend
 from ....styles import StyleLibrary, match_name
 from ...controls import Controls, Prompt
@@ -67,16 +68,21 @@ class ThreeDPEEngine(Engine):
     description = "3DPE: 3D-aware portrait editing from a reference image, re-posed live."
 
     def __init__(self, config: ThreeDPEConfig = ThreeDPEConfig(), model: threedpe.ThreeDPE | None = None,
-                 *, accelerated: Any = None) -> None:
+                 *, accelerated: Any = None, ops: DeviceOps | None = None) -> None:
         """``model``: the weights (default: from ``config``). ``accelerated``: an already loaded
         path (what :func:`load_accelerated` returns, e.g. with its own engine cache or fewer
-        presets built up front) to use instead of loading one from ``model``."""
+        presets built up front) to use instead of loading one from ``model``. ``ops``: the
+        device's streams and graphs (default: the device's own; :func:`gpu_road` walks the
+        GPU's road on a CPU device, as the tests do)."""
         self.config = config
         self.styles = StyleLibrary(config.styles_dir)
         self.device = torch.device(config.device)
-        backend = resolve_backend(config.backend, self.device)
+        self.ops = ops or getattr(accelerated, "ops", None) or device_ops(self.device)
+        gpu_road = self.ops.accelerator
+        backend = "torch-cuda" if gpu_road and self.device.type != "cuda" else resolve_backend(config.backend,
+                                                                                               self.device)
         weights_device = self.device if backend == "torch-fp32" else "cpu"  # the others copy what they need
-        window = config.batch_window
+        window = config.batch_window_on(gpu_road)
         if accelerated is not None:
             self.model = accelerated
         else:
@@ -88,17 +94,19 @@ class ThreeDPEEngine(Engine):
                 else:
                     model = threedpe.load(config.weights, device=weights_device)
             self.model = load_accelerated(model, backend, config.presets_best_first, threads=config.threads,
-                                          device=self.device, max_batch=config.max_batch if window > 0 else 1)
+                                          device=self.device, max_batch=config.max_batch if window > 0 else 1,
+                                          ops=self.ops)
         if hasattr(self.model, "capture"):  # CUDA graphs, once, before any call starts
             from ....runtime.batching import batch_sizes_for
 
-            self.model.capture(_progress_line, batch_sizes_for(config.max_batch) if window > 0 else (1,))
+            # only what this configuration can use: its presets, and the batch sizes it can form
+            self.model.capture(_progress_line, batch_sizes_for(config.max_batch) if window > 0 else (1,),
+                               config.presets_best_first)
         sha = getattr(self.model, "weights_sha256", None)
         if window > 0:  # several callers per GPU: their frames share batches
             from ....runtime.batching import BatchConfig, BatchedModel, FrameBatcher
-            from ....runtime.streams import stream_ops_for
 
-            batcher = FrameBatcher(self.model, BatchConfig(window, config.max_batch), stream_ops_for(self.device))
+            batcher = FrameBatcher(self.model, BatchConfig(window, config.max_batch), self.ops.streams)
             self.model = BatchedModel(self.model, batcher)
         self.backend = getattr(self.model, "backend", backend)
         self.runtime = {**self.model.describe(), "device": str(self.device)}
@@ -155,9 +163,14 @@ class ThreeDPEEngine(Engine):
         retrained pack's new reference is read)."""
         if prompt.kind == "image":
             return self.model.prompt_tokens(prompt.key, prompt.image), None
-        adapter = self.packs.adapter(prompt.name)
+        adapter = self.prepared(self.packs.adapter(prompt.name))
         key = prompt.key if adapter is None else f"{prompt.key}|{self.packs.version(prompt.name)}"
         return self.model.prompt_tokens(key, self.styles.image(prompt.name)), adapter
+
+    def prepared(self, adapter: LowRankAdapter | None) -> LowRankAdapter | None:
+        """``adapter`` with its weights on the device, made before any session's stream reads them."""
+        prepare = getattr(self.model, "prepare_adapter", None)
+        return adapter if adapter is None or prepare is None else prepare(adapter)
 
     def open_session(self) -> EngineSession:
         return ThreeDPESession(self)
@@ -186,8 +199,9 @@ class ThreeDPESession(EngineSession):
         self._render_times: deque[float] = deque(maxlen=30)
         self._planes_from = -1
         self._planes: torch.Tensor | None = None  # offline and GPU: the latest keyframe's smoothed planes
-        self.worker = EncoderWorker(self._encode_smoothed) if cfg.keyframe_worker else None
-        self.gpu = GpuFrames(engine.device) if engine.device.type == "cuda" else None
+        gpu_road = engine.ops.accelerator
+        self.worker = EncoderWorker(self._encode_smoothed) if cfg.keyframe_worker_on(gpu_road) else None
+        self.gpu = GpuFrames(engine.ops) if gpu_road else None
         self._crop_t: torch.Tensor | None = None   # GPU: this frame's crop on the device (uint8)
         self._x_t: torch.Tensor | None = None      # GPU: the same as the encoder's input
         self._deadline: float | None = None        # this frame's budget ends (monotonic s), for batching
@@ -218,6 +232,9 @@ class ThreeDPESession(EngineSession):
         """The reference tokens to encode ``crop`` with: the prompt's, blended toward the
         caller's own by ``1 - strength`` (see the module docstring)."""
         strength = self._strength
+        if self._tokens is not None:  # made on the prompt thread: this stream keeps them while it reads
+            streams = self.engine.ops.streams
+            streams.hand_over(self._tokens, streams.current())
         if self._tokens is not None and strength >= 1.0:
             return self._tokens
         if self._own_tokens is None:
@@ -235,7 +252,7 @@ class ThreeDPESession(EngineSession):
         if strength >= 1.0:
             return adapter
         if self._scaled is None or self._scaled[0] != strength:
-            self._scaled = (strength, adapter.scaled(strength))
+            self._scaled = (strength, self.engine.prepared(adapter.scaled(strength)))
         return self._scaled[1]
 
     def _encode_smoothed(self, crop: np.ndarray, epoch: int) -> torch.Tensor:
@@ -274,7 +291,8 @@ class ThreeDPESession(EngineSession):
     def process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
         if self.gpu is None:
             return self._process(frame, controls, timer)
-        with torch.cuda.stream(self.gpu.stream):  # all of this caller's GPU work, in order
+        ops = self.engine.ops
+        with ops.bound(), ops.streams.use(self.gpu.stream):  # all of this caller's GPU work, in order
             return self._process(frame, controls, timer)
 
     def _process(self, frame: np.ndarray, controls: Controls, timer: StageTimer) -> np.ndarray:
@@ -309,7 +327,7 @@ class ThreeDPESession(EngineSession):
         yaw, pitch = controls.pose.target(pose.yaw_deg, pose.pitch_deg)
         yaw = float(np.clip(yaw, -cfg.max_yaw_deg, cfg.max_yaw_deg))
         pitch = float(np.clip(pitch, -cfg.max_pitch_deg, cfg.max_pitch_deg))
-        camera = torch.from_numpy(label_from_degrees(yaw, pitch)).float()[None]
+        camera = torch.from_numpy(label_from_degrees(yaw, pitch)).float()[None].to(self.engine.device)
         preset = self.quality.current if cfg.offline else self._ready_preset(self.quality.current)
         with timer.stage("render"):
             image = self.engine.render(planes, camera, preset, self._deadline)["image"]

@@ -8,11 +8,14 @@ Tracking and the crop's affine cut stay on the CPU, where the frame already is.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from ....face.tensor_compositing import composite_region, paste_region
 from ....face.types import AlignedFace
+from ....runtime.device_ops import DeviceOps
 
 
 class PinnedUploader:
@@ -20,11 +23,10 @@ class PinnedUploader:
     other may still be in flight, and an event says when a buffer may be written again.
     Buffers grow to the largest array seen (regions under the crop change size per frame)."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._cuda = device.type == "cuda"  # elsewhere (tests on the CPU): plain buffers, nothing in flight
+    def __init__(self, ops: DeviceOps) -> None:
+        self.ops = ops
         self._buffers: list[torch.Tensor | None] = [None, None]
-        self._done: list[torch.cuda.Event | None] = [None, None]
+        self._done: list[Any] = [None, None]
         self._turn = 0
 
     def __call__(self, array: np.ndarray) -> torch.Tensor:
@@ -32,30 +34,29 @@ class PinnedUploader:
         if array.dtype != np.uint8:
             raise TypeError(f"uploads are uint8 images, got {array.dtype}")
         turn, self._turn = self._turn, 1 - self._turn
-        if self._done[turn] is not None:
-            self._done[turn].synchronize()  # the copy that last read this buffer has finished
+        streams = self.ops.streams
+        streams.synchronize(self._done[turn])  # the copy that last read this buffer has finished
         buffer = self._buffers[turn]
         if buffer is None or buffer.numel() < array.size:
-            buffer = torch.empty(array.size, dtype=torch.uint8)
-            self._buffers[turn] = buffer = buffer.pin_memory() if self._cuda else buffer
+            self._buffers[turn] = buffer = self.ops.pinned(torch.empty(array.size, dtype=torch.uint8))
         host = buffer[:array.size].view(array.shape)
         host.numpy()[...] = array
-        if not self._cuda:
-            return host.clone()  # the buffer is reused: hand out a copy, as a device copy would be
-        on_device = host.to(self.device, non_blocking=True)
-        self._done[turn] = torch.cuda.Event()
-        self._done[turn].record()
+        on_device = host.to(self.ops.device, non_blocking=True)
+        if on_device is host:  # the device is this host (CPU): the buffer is reused, hand out a copy
+            on_device = on_device.clone()
+        self._done[turn] = streams.record(streams.current())
         return on_device
 
 
 class GpuFrames:
-    """The stream and transfers of one session on ``device`` (a CUDA device; on the CPU the
-    same code runs without a stream, which is how the tests check it)."""
+    """The stream and transfers of one session on ``ops.device`` (a CUDA device, or the GPU's
+    road on another device in tests: the same code, with the device's stream operations)."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.stream = torch.cuda.Stream(device=device) if device.type == "cuda" else None
-        self.upload = PinnedUploader(device)
+    def __init__(self, ops: DeviceOps) -> None:
+        self.ops = ops
+        self.device = ops.device
+        self.stream = ops.streams.new_stream()
+        self.upload = PinnedUploader(ops)
 
     def model_input(self, crop: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The crop on the device, as uint8 (H, W, 3) and as the encoder's (1, 3, H, W) in [-1, 1]."""
