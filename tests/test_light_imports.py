@@ -32,3 +32,23 @@ print("ok")
 def test_models_runtime_and_gpu_check_import_with_only_the_bare_packages():
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+RAY_PROBE = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "ray":
+            raise ImportError("ray is optional (the cluster extra)")
+sys.meta_path.insert(0, Block())
+import streamfx.server, streamfx.pipeline.processor, streamfx.server.app
+from streamfx.cli import build_parser
+build_parser().parse_args(["node", "--address", "x:1"])   # the commands register without Ray
+assert not any(m == "streamfx.cluster" or m.startswith("streamfx.cluster.") for m in sys.modules), "core imports the cluster"
+print("ok")
+"""
+
+
+def test_the_server_and_the_cli_need_no_ray():
+    out = subprocess.run([sys.executable, "-c", RAY_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   pc: null, channel: null, stream: null, sendStream: null, serverStats: null,
+  node: null, socket: null, moving: false,  // in a cluster: the node holding the call, the front door's socket
   rtt: [], framesReceived: 0, connection: "idle", info: null, errors: [], acks: [],
   notices: [],  // what the notice bar shows: {text, kind, count}, the last MAX_NOTICES
   generating: null,  // a text prompt in work: {step, of} (progress from the server), else null
@@ -189,12 +190,23 @@ async function start() {
   await listCameras();
   $("local").srcObject = state.stream;
   state.sendStream = $("measure").checked ? stampedStream(state.stream) : state.stream;
+  const answer = await connectCall();
+  if (answer && answer.refused) notice("The server refused the call: " + answer.refused);
+}
 
+// One peer connection through /offer. In a cluster (the answer names a `node`), the page
+// also keeps the front door's /ws socket: when the node is lost (or ICE fails) it offers
+// again on its own, waiting out a 503's Retry-After, and the call resumes on another node.
+async function connectCall() {
   const pc = new RTCPeerConnection({ iceServers: [] });
   state.pc = pc;
   pc.onconnectionstatechange = () => {
+    if (state.pc !== pc) return;
     setConnection(pc.connectionState);
-    if (pc.connectionState === "failed") notice("The connection failed. Press Reconnect.");
+    if (pc.connectionState === "failed") {
+      if (state.node) moveCall("The connection to the node failed");
+      else notice("The connection failed. Press Reconnect.");
+    }
   };
   pc.ontrack = (ev) => { $("remote").srcObject = new MediaStream([ev.track]); };
   const channel = pc.createDataChannel("control");
@@ -209,18 +221,24 @@ async function start() {
   setConnection("connecting");
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringDone(pc);
-  let answer;
+  let answer, res;
   try {
-    const res = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" },
+    res = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }) });
     answer = await res.json();
-    if (!res.ok) throw new Error(answer.error || res.statusText);
   } catch (err) {
     setConnection("failed");
-    notice(err instanceof TypeError ? "Cannot reach the StreamFX server. Is it still running?" : "The server refused the call: " + err.message);
-    return;
+    notice("Cannot reach the StreamFX server. Is it still running?");
+    return null;
+  }
+  if (!res.ok) {
+    pc.close(); state.pc = null;
+    setConnection("failed");
+    const retry = Number(res.headers.get("Retry-After"));
+    return { refused: answer.error || res.statusText, retryAfter: res.status === 503 && retry > 0 ? retry : null };
   }
   state.caller = answer.caller;
+  state.node = answer.node || null;
   await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
   for (const sender of pc.getSenders()) {
     const params = sender.getParameters();
@@ -230,6 +248,39 @@ async function start() {
     params.encodings[0].scaleResolutionDownBy = 1;
     sender.setParameters(params).catch(() => {});
   }
+  if (state.node) openClusterSocket(answer.caller);
+  return answer;
+}
+
+function openClusterSocket(caller) {
+  if (state.socket) state.socket.close();
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?caller=${encodeURIComponent(caller)}`);
+  state.socket = ws;
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "cluster" && (msg.event === "node-lost" || msg.event === "front-door-lost")) moveCall(msg.message);
+  };
+}
+
+async function moveCall(why) {
+  if (state.moving || !state.sendStream) return;
+  state.moving = true;
+  if (state.socket) { state.socket.close(); state.socket = null; }
+  if (state.pc) { state.pc.close(); state.pc = null; }
+  notice(why + ": moving the call to another node…", "info");
+  try {
+    for (;;) {
+      if (!state.sendStream) return;  // stopped meanwhile
+      const answer = await connectCall();
+      if (answer && !answer.refused) {
+        notice(`The call moved to node ${answer.node}; its smoothing starts fresh.`, "info");
+        return;
+      }
+      const wait = (answer && answer.retryAfter) || 2;
+      notice(`No room in the cluster yet (${answer ? answer.refused : "unreachable"}); trying again in ${wait} s`, "info");
+      await new Promise((r) => setTimeout(r, wait * 1000));
+    }
+  } finally { state.moving = false; }
 }
 
 function iceGatheringDone(pc) {
@@ -242,8 +293,11 @@ function iceGatheringDone(pc) {
 }
 
 async function stop() {
+  if (state.socket) { state.socket.close(); state.socket = null; }
+  state.node = null;
   if (state.pc) { state.pc.close(); state.pc = null; }
   if (state.stream) { state.stream.getTracks().forEach((t) => t.stop()); state.stream = null; }
+  state.sendStream = null;
   state.channel = null;
 }
 

@@ -14,7 +14,7 @@ import sys
 from .. import __version__, log
 
 # Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("serve", "process", "camera", "align", "edit", "styles", "weights", "engines", "bench", "doctor")
+COMMANDS = ("serve", "node", "cluster", "process", "camera", "align", "edit", "styles", "weights", "engines", "bench", "doctor")
 
 
 class CliError(Exception):

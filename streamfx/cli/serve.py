@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(needs the text extra)")
     p.add_argument("--text-steps", type=int, default=20, metavar="N",
                    help="diffusion steps of one text prompt (default 20)")
+    p.add_argument("--cluster", default=None, metavar="RAY_ADDRESS",
+                   help="be a front door of this Ray cluster: place each caller on a StreamFX node "
+                        "(`streamfx node`) with a free slot; holds no calls itself (needs the cluster extra)")
     add_styles_arg(p)
     add_runtime_args(p)
     p.set_defaults(func=run)
@@ -248,7 +251,9 @@ def _print_banner(args: argparse.Namespace, shown: list[str], engine: str, optio
         print(f"  text prompts: {args.text_model} ({args.text_steps} steps; loaded on the first one)", flush=True)
     if admin is not None and admin != args.admin_token:
         print(f"  admin token (for /metrics and /ws without a caller): {admin}", flush=True)
-    if engine != "3dpe":
+    if engine == "cluster":
+        print(f"  front door of the Ray cluster at {args.cluster}: callers go to its StreamFX nodes", flush=True)
+    elif engine != "3dpe":
         print("  3DPE weights not imported: using the weight-free engine. "
               "See the README (streamfx weights import) for 3DPE.", flush=True)
     else:
@@ -274,7 +279,14 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     apply_styles_arg(args)
     options = engine_options_from_args(args)
-    engine = _chosen_engine(args.engine, options)
+    if args.cluster:
+        from ..cluster.config import missing_ray
+
+        if missing_ray():
+            raise CliError(missing_ray())
+        engine = "cluster"
+    else:
+        engine = _chosen_engine(args.engine, options)
     sock = _bind_any_port(args.host) if args.port == 0 else None
     port = sock.getsockname()[1] if sock is not None else args.port
     try:
@@ -291,8 +303,19 @@ def run(args: argparse.Namespace) -> int:
 
         _print_banner(args, shown, engine, options, token, tokens, admin, files)
         where = {"sock": sock} if sock is not None else {"host": args.host, "port": port}
+        if args.cluster:
+            from ..cluster.config import ClusterConfig
+            from ..cluster.front_door import connect, create_front_door
+
+            try:
+                connect(args.cluster)
+            except ConnectionError as exc:
+                raise CliError(str(exc)) from None
+            app = create_front_door(config, ClusterConfig(address=args.cluster))
+        else:
+            app = create_app(config)
         try:
-            web.run_app(create_app(config), **where, ssl_context=ssl_context, print=None,
+            web.run_app(app, **where, ssl_context=ssl_context, print=None,
                         handle_signals=True, shutdown_timeout=5.0)
         except OSError as exc:
             raise CliError(f"cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None

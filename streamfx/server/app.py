@@ -10,6 +10,7 @@ requests whose ``Host`` is not a name this server is bound to are refused (DNS r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -116,9 +117,10 @@ def allowed_host_names(config: ServerConfig) -> frozenset[str]:
 class HttpError(Exception):
     """Raised by handlers; :func:`errors_as_json` turns it into ``{"error": reason}``."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
+        self.headers = headers or {}
 
 
 @web.middleware
@@ -128,10 +130,10 @@ async def errors_as_json(request: web.Request, handler):
             raise HttpError(421, "this server does not answer to that Host name (use --allow-host NAME to add it)")
         return await handler(request)
     except HttpError as exc:
-        return web.json_response({"error": str(exc)}, status=exc.status)
+        return web.json_response({"error": str(exc)}, status=exc.status, headers=exc.headers)
 
 
-def _guard(request: web.Request, admin: bool = False) -> tuple[ServerConfig, ServerState]:
+def guard(request: web.Request, admin: bool = False) -> tuple[ServerConfig, ServerState]:
     """Origin and token checks. ``admin``: the admin token (everyone's stats, /metrics); without
     one configured, admin routes are open only where callers need no token either."""
     config, state = request.app[CONFIG], request.app[STATE]
@@ -152,7 +154,7 @@ def _guard(request: web.Request, admin: bool = False) -> tuple[ServerConfig, Ser
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    config, _ = _guard(request)
+    config, _ = guard(request)
     response = web.FileResponse(config.web_root / "index.html")
     if config.token and request.query.get("token"):
         response.set_cookie("streamfx_token", config.token, httponly=True, samesite="Strict")
@@ -166,7 +168,7 @@ def _engine_state(state: ServerState) -> str:
 
 
 async def info(request: web.Request) -> web.Response:
-    _, state = _guard(request)
+    _, state = guard(request)
     if state.engine is None:
         body = {"state": _engine_state(state), "error": state.engine_error}
     else:
@@ -186,16 +188,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    _, state = _guard(request, admin=True)
+    _, state = guard(request, admin=True)
     text = metrics.render((c.summary() for c in state.registry.callers.values()), state.capacity(),
                           state.loop_monitor.p99_ms(), _engine_state(state))
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
-async def offer(request: web.Request) -> web.Response:
-    config, state = _guard(request)
-    limits = config.limits
+async def read_offer(request: web.Request, limits) -> str:
+    """The offer SDP of a ``POST /offer`` body, within ``limits.max_sdp_bytes``; 4xx otherwise."""
     if request.content_length is not None and request.content_length > limits.max_sdp_bytes:
         raise HttpError(413, f"offer is over {limits.max_sdp_bytes} bytes")
     body = await request.content.read(limits.max_sdp_bytes + 1)
@@ -210,6 +211,21 @@ async def offer(request: web.Request) -> web.Response:
         raise HttpError(400, 'body must be JSON {"sdp": ..., "type": "offer"}') from None
     if kind != "offer" or not isinstance(sdp, str) or "m=" not in sdp:
         raise HttpError(400, 'body must be JSON {"sdp": "<offer SDP>", "type": "offer"}')
+    return sdp
+
+
+async def offer(request: web.Request) -> web.Response:
+    config, state = guard(request)
+    sdp = await read_offer(request, config.limits)
+    caller = await open_call(state, sdp)
+    local = caller.pc.localDescription
+    return web.json_response({"sdp": local.sdp, "type": local.type, "caller": caller.id})
+
+
+async def open_call(state: ServerState, sdp: str, on_close=None) -> Caller:
+    """Admit, open and answer one caller (503: not ready or full; 400: an unusable offer).
+    ``on_close``: called once with the caller when its call ends, however it ends."""
+    config = state.config
     if state.engine is None:
         raise HttpError(503, state.engine_error or "engine is still loading; retry shortly")
     reason = state.refusal()
@@ -223,6 +239,8 @@ async def offer(request: web.Request) -> web.Response:
     finally:
         state.opening -= 1
     caller.extra_stats = lambda: {"loop_lag_ms": state.loop_monitor.p99_ms()}
+    if on_close is not None:
+        caller.on_close = on_close
     state.registry.add(caller)
     try:
         await _connect(caller, state, RTCSessionDescription(sdp=sdp, type="offer"))
@@ -234,9 +252,8 @@ async def offer(request: web.Request) -> web.Response:
         first_line = (str(exc).splitlines() or [""])[0][:200]
         logger.info("offer rejected", extra={"error": first_line or type(exc).__name__})
         raise HttpError(400, f"could not use the offer: {first_line or type(exc).__name__}") from None
-    local = caller.pc.localDescription
     _keep(state, asyncio.ensure_future(_drop_if_unconnected(caller, state)))
-    return web.json_response({"sdp": local.sdp, "type": local.type, "caller": caller.id})
+    return caller
 
 
 def _keep(state: ServerState, task: asyncio.Task) -> None:
@@ -287,26 +304,33 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     """Control of one caller (``?caller=ID``, its token), or with the admin token every
     caller's stats. Connections are limited per client address and in total."""
     caller_id = request.query.get("caller")
-    config, state = _guard(request, admin=not caller_id)
+    config, state = guard(request, admin=not caller_id)
     limits = config.limits
     caller = state.registry.callers.get(caller_id or "")
     if caller_id and caller is None:
         raise HttpError(404, "no such caller")
-    address = request.remote or "?"
-    if sum(state.websockets.values()) >= limits.ws_total:
-        raise HttpError(503, f"too many WebSocket connections ({limits.ws_total} open)")
-    if state.websockets.get(address, 0) >= limits.ws_per_address:
-        raise HttpError(429, f"too many WebSocket connections from this address ({limits.ws_per_address} open)")
-    state.websockets[address] = state.websockets.get(address, 0) + 1
-    try:
+    with socket_quota(request, state.websockets, limits):
         ws = web.WebSocketResponse(max_msg_size=limits.max_control_bytes, heartbeat=20.0)
         await ws.prepare(request)
         await _serve_socket(ws, caller, state)
-    finally:
-        state.websockets[address] -= 1
-        if not state.websockets[address]:
-            del state.websockets[address]
     return ws
+
+
+@contextlib.contextmanager
+def socket_quota(request: web.Request, open_sockets: dict[str, int], limits):
+    """Count one open WebSocket of the request's address against ``limits`` (429/503 past them)."""
+    address = request.remote or "?"
+    if sum(open_sockets.values()) >= limits.ws_total:
+        raise HttpError(503, f"too many WebSocket connections ({limits.ws_total} open)")
+    if open_sockets.get(address, 0) >= limits.ws_per_address:
+        raise HttpError(429, f"too many WebSocket connections from this address ({limits.ws_per_address} open)")
+    open_sockets[address] = open_sockets.get(address, 0) + 1
+    try:
+        yield
+    finally:
+        open_sockets[address] -= 1
+        if not open_sockets[address]:
+            del open_sockets[address]
 
 
 async def _serve_socket(ws: web.WebSocketResponse, caller: Caller | None, state: ServerState) -> None:
@@ -383,11 +407,17 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
+    add_routes(app, config, info=info, healthz=healthz, metrics=metrics_text, offer=offer, websocket=websocket)
+    return app
+
+
+def add_routes(app: web.Application, config: ServerConfig, *, info, healthz, metrics, offer, websocket) -> None:
+    """The routes of every StreamFX HTTP face (this server, a cluster's front door): the page
+    and its files, and these handlers."""
     app.router.add_get("/", index)
     app.router.add_get("/api/info", info)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/offer", offer)
     app.router.add_get("/ws", websocket)
     app.router.add_static("/client/", config.web_root, show_index=False)
-    return app

@@ -75,6 +75,7 @@ class Caller:
         self._waiting_prompt: tuple[control.Command, Send, asyncio.Future] | None = None
         self.text: CallerText | None = None  # set by the registry when the server has a text model
         self.extra_stats: Callable[[], dict] = dict
+        self.on_close: Callable[["Caller"], None] | None = None  # told once when the call ends (the cluster's slot)
 
     @classmethod
     async def open(cls, pc: RTCPeerConnection, engine: Engine, config: ServerConfig, executors: Executors) -> "Caller":
@@ -252,6 +253,11 @@ class Caller:
             return
         self.closed.set()
         self._stats_task.cancel()
+        if self.on_close is not None:
+            try:
+                self.on_close(self)
+            except Exception:  # noqa: BLE001 - the call still closes
+                logger.exception("on_close failed", extra={"caller": self.id})
         if self.text is not None:
             self.text.cancel()
         if self._waiting_prompt is not None and not self._waiting_prompt[2].done():
