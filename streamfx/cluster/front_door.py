@@ -214,23 +214,31 @@ async def _relay(ws: web.WebSocketResponse, placement: Placement, state: FrontDo
         if not ws.closed:
             asyncio.ensure_future(ws.send_str(text))
 
-    async def pump() -> None:
+    async def pump(seq: int) -> None:
         while True:
             try:
-                items = await placement.server.events.remote(placement.caller, 5.0)
+                got = await placement.server.events.remote(placement.caller, seq, 5.0)
             except ActorUnavailableError:
                 await asyncio.sleep(0.5)
                 continue
             except RayActorError:
                 return  # the node watcher tells the page
-            if items is None:
+            if got is None:
                 send(encode("cluster", event="ended", message="the call ended"))
                 return
+            seq, items = got
             for text in items:
                 send(text)
 
+    try:   # this socket's place in the caller's outbox, taken before any message is relayed
+        start = await placement.server.events.remote(placement.caller, None, 0.0)
+    except RayError:
+        start = None
+    if start is None:
+        send(encode("cluster", event="ended", message="the call ended"))
+        return
     state.sockets[placement.caller].add(send)
-    pumping = asyncio.ensure_future(pump())
+    pumping = asyncio.ensure_future(pump(start[0]))
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:

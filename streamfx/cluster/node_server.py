@@ -32,14 +32,26 @@ OUTBOX = 64   # messages kept per caller for its front door; the oldest go first
 
 
 class _Outbox:
+    """A caller's last :data:`OUTBOX` messages, numbered, so that each reader (one per open
+    socket, on any front door) keeps its own place."""
+
     def __init__(self) -> None:
-        self.items: collections.deque[str] = collections.deque(maxlen=OUTBOX)
-        self.ready = asyncio.Event()
+        self.items: collections.deque[tuple[int, str]] = collections.deque(maxlen=OUTBOX)
+        self.last = 0
+        self.changed = asyncio.Condition()
         self.ended = False
 
     def push(self, text: str) -> None:
-        self.items.append(text)
-        self.ready.set()
+        self.last += 1
+        self.items.append((self.last, text))
+        asyncio.ensure_future(self._notify())
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def after(self, seq: int) -> list[tuple[int, str]]:
+        return [item for item in self.items if item[0] > seq]
 
 
 class NodeServer:
@@ -115,7 +127,7 @@ class NodeServer:
         box = self.outboxes.pop(caller.id, None)
         if box is not None:
             box.ended = True
-            box.ready.set()
+            asyncio.ensure_future(box._notify())
         if slot_id is not None:
             asyncio.get_running_loop().run_in_executor(None, slots.release, slot_id)
 
@@ -129,22 +141,24 @@ class NodeServer:
         await caller.handle(message, box.push)
         return True
 
-    async def events(self, caller_id: str, timeout_s: float = 5.0) -> list[str] | None:
-        """The caller's queued messages, waiting up to ``timeout_s`` for one; None once the call ended."""
+    async def events(self, caller_id: str, after: int | None = None,
+                     timeout_s: float = 5.0) -> tuple[int, list[str]] | None:
+        """The caller's messages numbered past ``after`` (None: from now on), waiting up to
+        ``timeout_s`` for one: ``(the last number, texts)``; None once the call ended."""
         box = self.outboxes.get(caller_id)
         if box is None or box.ended:
             return None
-        if not box.items:
-            try:
-                await asyncio.wait_for(box.ready.wait(), timeout_s)
-            except asyncio.TimeoutError:
-                pass
-        if box.ended and not box.items:
+        seq = box.last if after is None else after
+        if not box.after(seq):
+            async with box.changed:
+                try:
+                    await asyncio.wait_for(box.changed.wait_for(lambda: box.ended or box.after(seq)), timeout_s)
+                except asyncio.TimeoutError:
+                    pass
+        items = box.after(seq)
+        if box.ended and not items:
             return None
-        items = list(box.items)
-        box.items.clear()
-        box.ready.clear()
-        return items
+        return (items[-1][0] if items else seq), [text for _, text in items]
 
     async def has_caller(self, caller_id: str) -> bool:
         return caller_id in self.state.registry.callers

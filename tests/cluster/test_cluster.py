@@ -46,6 +46,21 @@ async def test_seven_callers_six_placed_two_per_node_the_seventh_refused(ray_clu
         assert ray_cluster.free() == 0
         for c in callers:
             await c.wait_frames(3)
+        # the page's control socket at the front door: relayed to the node, answered from it
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"{front_door.base.replace('http', 'ws')}/ws?caller={callers[0].caller_id}",
+                                       headers={"X-StreamFX-Token": TOKEN}) as ws:
+                await ws.send_str(json.dumps({"type": "strength", "value": 0.5}))
+                await ws.send_str("{not json")
+                seen = []
+                while not {"ack", "error"} <= {m["type"] for m in seen}:
+                    got = await asyncio.wait_for(ws.receive(), 10)
+                    assert got.type == aiohttp.WSMsgType.TEXT, (got, seen)
+                    seen.append(json.loads(got.data))
+            with pytest.raises(aiohttp.WSServerHandshakeError) as unknown:
+                await http.ws_connect(f"{front_door.base.replace('http', 'ws')}/ws?caller=nobody",
+                                      headers={"X-StreamFX-Token": TOKEN})
+            assert unknown.value.status == 404
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{front_door.base}/api/info", headers={"X-StreamFX-Token": TOKEN}) as resp:
                 info = await resp.json()

@@ -52,6 +52,7 @@ def _frame(engine, face, prompt):
     return out.astype(int)
 
 
+@pytest.mark.full  # a long check (make test-full); make test stays within 15 minutes
 def test_two_callers_use_two_packs_at_once_and_the_base_is_untouched(random_model, styles, read_rgb):
     sha = threedpe.weights_sha256(random_model)
     alone = ThreeDPEEngine(ThreeDPEConfig(async_encoder=False, backend="torch-fp32", styles_dir=styles),

@@ -42,6 +42,7 @@ def _place(face: np.ndarray, size=(480, 640)) -> np.ndarray:
     return frame
 
 
+@pytest.mark.full  # a long check (make test-full); make test stays within 15 minutes
 def test_a_preset_still_building_renders_live_at_a_ready_one_and_offline_waits(random_model, read_rgb, tmp_path,
                                                                                 monkeypatch):
     backend = _backend()

@@ -33,6 +33,7 @@ def tokens(fast_model, read_rgb):
     return fast_model.reference_tokens(threedpe.prepare_reference(read_rgb("styles/style_1.png"))).float()
 
 
+@pytest.mark.full  # a long check (make test-full); make test stays within 15 minutes
 def test_static_noise_flicker_drops_3x(fast_model, read_rgb, tokens):
     rng = np.random.default_rng(0)
     face = read_rgb("faces/ffhq_1.png")

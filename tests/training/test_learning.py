@@ -64,6 +64,7 @@ def _small_trainer(model, pairs, reference, steps):
     return Trainer(model, pairs, reference, config)
 
 
+@pytest.mark.full  # a long check (make test-full); make test stays within 15 minutes
 def test_interrupt_saves_and_resume_continues_exactly(random_model, inverted_pairs, tmp_path):
     from streamfx.training.loop import load_state, save_state
 
@@ -93,6 +94,7 @@ def test_interrupt_saves_and_resume_continues_exactly(random_model, inverted_pai
         other.load_state(load_state(state))
 
 
+@pytest.mark.full  # a long check (make test-full); make test stays within 15 minutes
 def test_the_time_budget_counts_each_second_once_across_saves(random_model, inverted_pairs):
     """With a state save after every step, training still runs its whole budget (a fake clock
     of 1 s per reading; saving once counted the time before the save twice)."""

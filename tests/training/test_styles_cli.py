@@ -71,6 +71,7 @@ def test_bad_pairs_and_names_are_one_line(pairs, tmp_path, capsys):
     _one_line_error(capsys, ["styles", "train", "x", "--pairs", str(pairs), *base], "already names a style 'x'")
 
 
+@pytest.mark.full  # a long check (make test-full); make test stays within 15 minutes
 def test_edit_with_a_style_uses_its_adapter(tmp_path, read_rgb, capsys):
     """--style NAME of a trained pack edits with the pack's adapter; a pack without one is
     exactly --ref of its reference image."""
