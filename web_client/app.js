@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   pc: null, channel: null, stream: null, sendStream: null, serverStats: null,
-  node: null, socket: null, moving: false,  // in a cluster: the node holding the call, the front door's socket
+  node: null, socket: null, moving: false, moves: [],  // in a cluster: the node holding the call, the front door's socket
   rtt: [], framesReceived: 0, connection: "idle", info: null, errors: [], acks: [],
   notices: [],  // what the notice bar shows: {text, kind, count}, the last MAX_NOTICES
   generating: null,  // a text prompt in work: {step, of} (progress from the server), else null
@@ -265,6 +265,7 @@ function openClusterSocket(caller) {
 async function moveCall(why) {
   if (state.moving || !state.sendStream) return;
   state.moving = true;
+  state.moves.push(why);  // why each move happened (read by tests)
   if (state.socket) { state.socket.close(); state.socket = null; }
   if (state.pc) { state.pc.close(); state.pc = null; }
   notice(why + ": moving the call to another node…", "info");

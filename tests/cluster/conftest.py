@@ -96,7 +96,7 @@ def ray_cluster():
     # shutdown_at_exit=False: Ray would otherwise set a SIGTERM handler per node, which only the
     # main thread may do, and a test adds a node from a thread (its loop keeps streaming meanwhile)
     cluster = Cluster(initialize_head=True, connect=False, shutdown_at_exit=False,
-                      head_node_args=node_args(_system_config=SYSTEM_CONFIG))
+                      head_node_args=node_args(_system_config=SYSTEM_CONFIG, resources={SLOT: SLOTS, "test_head": 1}))
     handle = RayCluster(cluster, ClusterConfig(address=cluster.address, grant_timeout_s=1.0, retry_after_s=1,
                                                sweep_interval_s=0.5, watch_interval_s=0.5))
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -202,6 +203,52 @@ async def _wait_until_up(base: str, timeout_s: float = 30.0) -> None:
                 pass
             assert time.monotonic() < deadline, "the front door did not come up"
             await asyncio.sleep(0.2)
+
+
+@pytest.mark.full  # Chromium and a node killed and added: make test-full
+async def test_the_page_moves_its_call_when_its_node_is_lost(ray_cluster, front_door, tmp_path):
+    """web_client/app.js in headless Chromium: node-lost on the front door's socket, a new
+    offer on its own, the call resumed on another node (then a node is added back)."""
+    from playwright.async_api import async_playwright
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from benchmarks.browser_roundtrip import CHROMIUM, FLAGS
+    from streamfx.cluster.config import SLOT
+    from benchmarks.common import TESTDATA
+    from streamfx.io.y4m import write_y4m_from_video
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed")
+    assert ray_cluster.wait_free(6) == 6
+    y4m = tmp_path / "camera.y4m"
+    write_y4m_from_video(TESTDATA / "video" / "head_turn_1.mp4", y4m, canvas=(320, 240), scale=0.4)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                           args=FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
+        try:
+            # the head's slots taken (only the head has "test_head"): the page lands on a node we can kill
+            head_full = placement_group([{SLOT: SLOTS, "test_head": 1}], strategy="STRICT_PACK")
+            assert head_full.wait(timeout_seconds=10)
+            page = await browser.new_page()
+            await page.goto(f"{front_door.base}/?token={TOKEN}&autostart&w=320&h=240")
+            await page.wait_for_function("window.streamfx.node && window.streamfx.framesReceived > 5", timeout=60_000)
+            first = await page.evaluate("window.streamfx.node")
+            victim = next(nid for nid, a in ray_cluster.servers.items() if ray_cluster_name(a) == first)
+            remove_placement_group(head_full)
+            before = await page.evaluate("window.streamfx.framesReceived")
+            await asyncio.get_running_loop().run_in_executor(None, ray_cluster.remove, victim)
+            await page.wait_for_function(
+                f"window.streamfx.node && window.streamfx.node !== {json.dumps(first)} "
+                f"&& window.streamfx.framesReceived > {before} + 10", timeout=30_000)
+            notices = await page.evaluate("window.streamfx.notices.map(n => n.text)")
+            assert any("moved to node" in n for n in notices), notices
+            moves = await page.evaluate("window.streamfx.moves")
+            assert len(moves) == 1 and "was lost" in moves[0], moves   # told by the front door, not ICE's timeout
+            await page.evaluate("stop()")   # hang up: the node gives the slot back at once
+        finally:
+            await browser.close()
+    await ray_cluster.add_node_process()   # the drain test after this one wants three nodes
 
 
 async def test_a_draining_node_takes_no_new_call_and_keeps_its_own(ray_cluster, front_door):
