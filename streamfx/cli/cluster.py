@@ -24,8 +24,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(reason)
     import ray
 
+    from ..cluster.config import unreachable
     from ..cluster.status import gather_sync, table
 
+    if unreachable(args.address):
+        raise CliError(unreachable(args.address))
     try:
         ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - one line: unreachable, wrong token ...

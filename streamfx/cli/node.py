@@ -121,12 +121,15 @@ def _drain(args: argparse.Namespace) -> int:
     import ray
 
     from ..cluster import node as nodes
-    from ..cluster.config import NAMESPACE, NODE_LABEL
+    from ..cluster.config import NODE_LABEL
 
     name = args.drain or args.name
     if not name:
         raise CliError("--drain needs the node's name (--drain NAME)")
-    ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+    try:
+        nodes.connect(args.address)
+    except nodes.NodeError as exc:
+        raise CliError(str(exc)) from None
     match = [n for n in ray.nodes() if n.get("Alive") and n.get("Labels", {}).get(NODE_LABEL) == name]
     if not match:
         raise CliError(f"no live StreamFX node named {name!r} in {args.address} (see streamfx cluster status)")

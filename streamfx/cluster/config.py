@@ -17,6 +17,21 @@ def server_name(node_id: str) -> str:
     return f"node:{node_id}"
 
 
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why nothing answers at ``address`` (host:port of a Ray head), or None. Ray itself
+    retries an unreachable address for minutes; this says so at once."""
+    import socket
+
+    if address in ("auto", "local") or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"nothing answers at {address} ({getattr(exc, 'strerror', None) or exc}); is the Ray head running?"
+
+
 def missing_ray() -> str | None:
     """Why the cluster cannot run here (Ray missing), or None."""
     import importlib.util

@@ -35,7 +35,7 @@ from ..server.control import encode
 from ..server.security import RateLimiter
 from . import node as nodes
 from . import slots
-from .config import NAMESPACE, ClusterConfig
+from .config import NAMESPACE, ClusterConfig, unreachable
 from .status import cluster_metrics, gather
 
 logger = log.get(__name__)
@@ -315,6 +315,9 @@ def connect(address: str) -> None:
     its signal handlers); a one-line error when it cannot."""
     if ray.is_initialized():
         return
+    reason = unreachable(address)
+    if reason is not None:
+        raise ConnectionError(f"cannot join the Ray cluster: {reason}")
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - unreachable, refused token ...

@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .. import log
 from ..server.config import ServerConfig
-from .config import NAMESPACE, NODE_LABEL, SLOT, ClusterConfig, server_name
+from .config import NAMESPACE, NODE_LABEL, SLOT, ClusterConfig, server_name, unreachable
 from .node_server import NodeServer
 
 logger = log.get(__name__)
@@ -52,7 +52,11 @@ def join(address: str, name: str, slots: int, gpus: int = 0, node_ip: str | None
     log = tempfile.NamedTemporaryFile("w+", prefix=f"streamfx-ray-start-{name}-", suffix=".log", delete=False)
     process = subprocess.Popen(ray_start_command(address, name, slots, gpus, node_ip), start_new_session=True,
                                stdout=log, stderr=subprocess.STDOUT, text=True)
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+    try:
+        connect(address)
+    except NodeError:
+        process.terminate()
+        raise
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -67,9 +71,21 @@ def join(address: str, name: str, slots: int, gpus: int = 0, node_ip: str | None
     raise NodeError(f"the Ray node {name!r} did not join {address} within {timeout_s:.0f} s")
 
 
+def connect(address: str) -> None:
+    """Join the cluster at ``address`` as a driver; a one-line NodeError when it cannot."""
+    reason = unreachable(address)
+    if reason is not None:
+        raise NodeError(reason)
+    try:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - unreachable, refused token, version mismatch ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise NodeError(f"cannot join the Ray cluster at {address}: {first[:300]}") from None
+
+
 def attach(address: str) -> tuple[str, int, str]:
     """Connect to the Ray node already running here (KubeRay's): (node id, its slots, how known)."""
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+    connect(address)
     node_id = ray.get_runtime_context().get_node_id()
     here = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
     slots = int(here.get("Resources", {}).get(SLOT, 0))

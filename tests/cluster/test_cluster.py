@@ -252,7 +252,7 @@ async def test_the_page_moves_its_call_when_its_node_is_lost(ray_cluster, front_
 
 
 async def test_a_draining_node_takes_no_new_call_and_keeps_its_own(ray_cluster, front_door):
-    """Last in the module: Ray's drain is not undone."""
+    """Last of the tests on the cluster: Ray's drain is not undone."""
     from streamfx.cluster import node as nodes
 
     assert ray_cluster.wait_free(6) == 6
@@ -276,3 +276,13 @@ async def test_a_draining_node_takes_no_new_call_and_keeps_its_own(ray_cluster, 
         assert time.monotonic() < deadline, stats
         await asyncio.sleep(0.1)
     assert stats["draining"]   # idle and drained: `streamfx node` stops here, Ray's autoscaler may remove it
+
+
+@pytest.mark.parametrize("command", [["node", "--address", "127.0.0.1:1", "--engine", "mesh"],
+                                     ["serve", "--cluster", "127.0.0.1:1", "--port", "0"]])
+def test_an_unreachable_cluster_is_one_line_not_a_hang(command):
+    """Ray retries an unreachable head for minutes; the commands say so at once (exit code 2)."""
+    out = subprocess.run([sys.executable, "-m", "streamfx", *command], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("streamfx ")]
+    assert len(lines) == 1 and "nothing answers at 127.0.0.1:1" in lines[0], out.stderr[-2000:]
