@@ -60,6 +60,7 @@ class NodeServer:
     def __init__(self, config: ServerConfig, name: str, slot_count: int, cluster: ClusterConfig) -> None:
         self.config, self.name, self.slot_count, self.cluster = config, name, slot_count, cluster
         self.state: ServerState | None = None
+        self.node_id: str | None = None
         self.slot_of: dict[str, str] = {}          # caller id -> slot id
         self.outboxes: dict[str, _Outbox] = {}
         self.draining = False
@@ -187,6 +188,11 @@ class NodeServer:
     # -- stats ----------------------------------------------------------------------------
     async def stats(self) -> dict:
         state = self.state
+        if state is None:
+            return {"node": self.name, "node_id": self.node_id, "slots": self.slot_count, "draining": self.draining,
+                    "callers": 0, "fps": 0.0, "caller_ids": [], "capacity": None, "engine": self.config.engine,
+                    "info": {}, "device": self.config.engine_options.device, "loop_lag_ms": 0.0,
+                    "uptime_s": round(time.time() - self.started, 1), "caller_stats": [], "starting": True}
         callers = [c.summary() for c in state.registry.callers.values()]
         engine = state.engine.info() if state.engine is not None else {}
         return {"node": self.name, "node_id": self.node_id, "slots": self.slot_count, "draining": self.draining,

@@ -30,6 +30,7 @@ async def gather() -> dict:
             except (RayError, asyncio.TimeoutError):
                 return row
             row.update({k: stats[k] for k in ("callers", "fps", "draining", "device", "engine", "info", "capacity")})
+            row["starting"] = bool(stats.get("starting"))
             row["name"], row["server"] = stats["node"], True
         return row
 
@@ -45,8 +46,8 @@ def table(view: dict) -> str:
     head = ("node", "address", "state", "device", "slots", "used", "free", "callers", "fps")
     rows = []
     for n in view["nodes"]:
-        state = "lost" if not n["alive"] else ("draining" if n.get("draining") else
-                                               ("ready" if n["server"] else "no server"))
+        state = ("lost" if not n["alive"] else "draining" if n.get("draining") else
+                 "starting" if n.get("starting") else "ready" if n["server"] else "no server")
         rows.append((n["name"], n["address"], state, n.get("device", "-"), str(n["slots"]),
                      str(n["slots"] - n["free"]) if n["alive"] else "-", str(n["free"]),
                      str(n.get("callers", "-")), f"{n.get('fps', 0.0):.1f}" if n["server"] else "-"))
