@@ -282,7 +282,7 @@ async def _connect(caller: Caller, state: ServerState, description: RTCSessionDe
             caller.track = FilteredTrack(track, caller.pipeline, state.executor,
                                          on_failure=lambda: asyncio.ensure_future(state.registry.remove(caller)),
                                          max_fps=state.config.max_fps)
-            pc.addTrack(caller.track)
+            pc.addTrack(caller.watch())  # the caller's own copy; WHEP viewers take others (server/whip.py)
         else:
             sink.addTrack(track)
 
@@ -408,6 +408,9 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     add_routes(app, config, info=info, healthz=healthz, metrics=metrics_text, offer=offer, websocket=websocket)
+    from .whip import add_whip_routes
+
+    add_whip_routes(app)
     return app
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.contrib.media import MediaRelay
 
 from .. import log
 from ..pipeline.engine import Engine, PromptError
@@ -75,6 +76,8 @@ class Caller:
         self._waiting_prompt: tuple[control.Command, Send, asyncio.Future] | None = None
         self.text: CallerText | None = None  # set by the registry when the server has a text model
         self.extra_stats: Callable[[], dict] = dict
+        self.relay = MediaRelay()              # one filtered track, several receivers (the caller, WHEP viewers)
+        self.viewers: set[RTCPeerConnection] = set()
         self.on_close: Callable[["Caller"], None] | None = None  # told once when the call ends (the cluster's slot)
 
     @classmethod
@@ -85,6 +88,10 @@ class Caller:
         return cls(pc, engine, config, executors, pipeline)
 
     # -- wiring ---------------------------------------------------------------------------
+    def watch(self):
+        """A copy of the filtered track for one receiver; the newest frame only, never a queue."""
+        return self.relay.subscribe(self.track, buffered=False)
+
     def attach_channel(self, channel: RTCDataChannel) -> None:
         if channel.label != "control":
             return
@@ -264,6 +271,8 @@ class Caller:
             self._waiting_prompt[2].set_exception(PromptError("the call closed"))
         if self.track is not None:
             self.track.stop()
+        for viewer in list(self.viewers):
+            await viewer.close()
         try:
             await self.pc.close()
         except Exception:  # noqa: BLE001 - aiortc can fail closing a half-negotiated peer; the session still closes

@@ -17,8 +17,11 @@ def new_token() -> str:
 
 
 def request_token(request: web.Request) -> str | None:
-    """The token from the header, the ``token`` query parameter, or the cookie the page set."""
-    return (request.headers.get(TOKEN_HEADER) or request.query.get("token")
+    """The token from the header, ``Authorization: Bearer`` (WHIP/WHEP clients), the ``token``
+    query parameter, or the cookie the page set."""
+    bearer = request.headers.get("Authorization", "")
+    bearer = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
+    return (request.headers.get(TOKEN_HEADER) or bearer or request.query.get("token")
             or request.cookies.get("streamfx_token"))
 
 
