@@ -138,16 +138,6 @@ def drain(actor, node_id: str, reason: str = "streamfx node --drain") -> int:
     return running
 
 
-def wait_idle(actor, poll_s: float = 1.0, timeout_s: float | None = None) -> bool:
-    """Wait until the node has no calls (True), or ``timeout_s`` passed (False)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while ray.get(actor.stats.remote())["callers"]:
-        if deadline is not None and time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
-
-
 def find_server(node_id: str):
     """The node server on ``node_id``, or None."""
     try:
