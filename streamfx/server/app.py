@@ -195,13 +195,19 @@ async def metrics_text(request: web.Request) -> web.Response:
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
+async def read_offer_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (declared or sent)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise HttpError(413, f"offer is over {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise HttpError(413, f"offer is over {limit} bytes")
+    return body
+
+
 async def read_offer(request: web.Request, limits) -> str:
     """The offer SDP of a ``POST /offer`` body, within ``limits.max_sdp_bytes``; 4xx otherwise."""
-    if request.content_length is not None and request.content_length > limits.max_sdp_bytes:
-        raise HttpError(413, f"offer is over {limits.max_sdp_bytes} bytes")
-    body = await request.content.read(limits.max_sdp_bytes + 1)
-    if len(body) > limits.max_sdp_bytes:
-        raise HttpError(413, f"offer is over {limits.max_sdp_bytes} bytes")
+    body = await read_offer_body(request, limits.max_sdp_bytes)
     try:
         params = json.loads(body)
         if not isinstance(params, dict):

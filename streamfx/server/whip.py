@@ -21,7 +21,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from .. import log
 from . import ice
-from .app import STATE, HttpError, guard, open_call
+from .app import STATE, HttpError, guard, open_call, read_offer_body
 
 logger = log.get(__name__)
 SDP = "application/sdp"
@@ -32,12 +32,7 @@ async def _read_sdp(request: web.Request) -> str:
     config = request.app[STATE].config
     if request.content_type != SDP:
         raise HttpError(415, f"the offer must be {SDP}")
-    limit = config.limits.max_sdp_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise HttpError(413, f"offer is over {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise HttpError(413, f"offer is over {limit} bytes")
+    body = await read_offer_body(request, config.limits.max_sdp_bytes)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
