@@ -29,7 +29,6 @@ from .image_decoder import ImageDecoder
 from .loop_monitor import LoopMonitor
 from .peers import Caller, CallerRegistry, Executors
 from .security import RateLimiter, host_ok, origin_ok, request_token, token_ok
-from .tracks import FilteredTrack
 
 logger = log.get(__name__)
 CONFIG = web.AppKey("config", ServerConfig)
@@ -276,7 +275,7 @@ async def _drop_if_unconnected(caller: Caller, state: ServerState) -> None:
 
 async def _connect(caller: Caller, state: ServerState, description: RTCSessionDescription) -> None:
     pc = caller.pc
-    sink = MediaBlackhole()  # audio is not filtered; drain it so aiortc's queue stays empty
+    sink = MediaBlackhole()  # any further track is not used; drain it so aiortc's queue stays empty
 
     @pc.on("datachannel")
     def on_datachannel(channel) -> None:
@@ -284,12 +283,7 @@ async def _connect(caller: Caller, state: ServerState, description: RTCSessionDe
 
     @pc.on("track")
     def on_track(track) -> None:
-        if track.kind == "video" and caller.track is None:
-            caller.track = FilteredTrack(track, caller.pipeline, state.executor,
-                                         on_failure=lambda: asyncio.ensure_future(state.registry.remove(caller)),
-                                         max_fps=state.config.max_fps)
-            pc.addTrack(caller.watch())  # the caller's own copy; WHEP viewers take others (server/whip.py)
-        else:
+        if not caller.receive(track, on_failure=lambda: asyncio.ensure_future(state.registry.remove(caller))):
             sink.addTrack(track)
 
     @pc.on("connectionstatechange")

@@ -35,8 +35,10 @@ from ..styles import StyleError, match_name
 from ..styles.text import TextModelError
 from . import control
 from .config import ServerConfig
+from .audio_track import SyncedAudioTrack
 from .image_decoder import ImageDecoder
 from .security import RateLimiter
+from .sender_reports import SenderReports, hold_audio
 from .text_prompts import CallerText, Dropped, GeneratedPrompt, TextModel, style_thumbnail
 from .tracks import FilteredTrack
 
@@ -68,6 +70,8 @@ class Caller:
         self.executor = executors.frames
         self.pipeline = pipeline
         self.track: FilteredTrack | None = None
+        self.audio: SyncedAudioTrack | None = None  # the caller's voice, delayed to its filtered video
+        self.reports = SenderReports()              # the caller's RTCP sender reports: its capture clock
         self.listeners: set[Send] = set()
         self.closed = asyncio.Event()
         self.limiter = RateLimiter(config.limits.control_rate_per_s, config.limits.control_burst)
@@ -91,6 +95,34 @@ class Caller:
     def watch(self):
         """A copy of the filtered track for one receiver; the newest frame only, never a queue."""
         return self.relay.subscribe(self.track, buffered=False)
+
+    def watch_audio(self):
+        """A copy of the synced audio for one receiver (every block: audio must not skip)."""
+        return self.relay.subscribe(self.audio, buffered=True)
+
+    def receive(self, track, on_failure: Callable[[], object]) -> bool:
+        """Take one of the caller's incoming tracks: its first video is filtered, its first audio
+        delayed to match; False for any other (the caller drains it). ``on_failure``: the frame
+        worker died (the server removes the caller)."""
+        if track.kind == "video" and self.track is None:
+            self.reports.tap_track(self.pc, track)
+            self.track = FilteredTrack(track, self.pipeline, self.executor,
+                                       on_failure=on_failure,
+                                       max_fps=self.config.max_fps)
+            self.track.on_sent = self._video_sent
+            self.pc.addTrack(self.watch())  # the caller's own copy; WHEP viewers take others (server/whip.py)
+            return True
+        if track.kind == "audio" and self.audio is None:
+            self.reports.tap_track(self.pc, track)
+            hold_audio(self.pc, track, self.config.audio_jitter_frames)
+            self.audio = SyncedAudioTrack(track, self.reports)
+            self.pc.addTrack(self.watch_audio())
+            return True
+        return False
+
+    def _video_sent(self, pts: int | None, received: float) -> None:
+        if self.audio is not None:
+            self.audio.video_sent(pts, received)
 
     def attach_channel(self, channel: RTCDataChannel) -> None:
         if channel.label != "control":
@@ -271,6 +303,8 @@ class Caller:
             self._waiting_prompt[2].set_exception(PromptError("the call closed"))
         if self.track is not None:
             self.track.stop()
+        if self.audio is not None:
+            self.audio.stop()
         for viewer in list(self.viewers):
             await viewer.close()
         try:

@@ -74,6 +74,7 @@ class FilteredTrack(MediaStreamTrack):
         self._incoming: LatestSlot[tuple[av.VideoFrame, float]] = LatestSlot()
         self._outgoing: LatestSlot[tuple[av.VideoFrame, float]] = LatestSlot()
         self._last_pts: int | None = None
+        self.on_sent: Callable[[int | None, float], None] | None = None  # (the caller's pts, its arrival): audio sync
         self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._work())]
 
     async def _read(self) -> None:
@@ -126,6 +127,8 @@ class FilteredTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame, received = await self._outgoing.get()
+        if self.on_sent is not None:
+            self.on_sent(frame.pts, received)
         if frame.pts is not None and self._last_pts is not None and frame.pts <= self._last_pts:
             frame.pts = self._last_pts + 1  # keep pts strictly monotonic
         self._last_pts = frame.pts

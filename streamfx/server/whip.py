@@ -5,7 +5,7 @@
   ``DELETE`` on that URL ends it. ``PATCH`` (trickle ICE, an ICE restart) answers 405: this
   server gathers every candidate before it answers, as the RFC allows.
 * ``POST /whep/<session>`` with a (receive-only) offer gives a viewer that session's
-  filtered video: ``201``, the answer, ``Location: /whep/<session>/<viewer>``; ``DELETE``
+  filtered video (and the caller's audio, in sync: :mod:`.audio_track`): ``201``, the answer, ``Location: /whep/<session>/<viewer>``; ``DELETE``
   ends that viewer. Several viewers may watch one session; each gets the newest frame.
 
 Tokens (``Authorization: Bearer`` as WHIP clients send it, or the other forms), the Host and
@@ -84,6 +84,8 @@ async def whep_post(request: web.Request) -> web.Response:
     viewer = secrets.token_hex(6)
     try:
         pc.addTrack(caller.watch())
+        if caller.audio is not None and "m=audio" in sdp:
+            pc.addTrack(caller.watch_audio())
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001 - a malformed or unusable offer
