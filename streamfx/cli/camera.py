@@ -33,6 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="virtual camera device, e.g. /dev/video10 (Linux); --device is the inference device")
     parser.add_argument("--preview", action="store_true", help="show the original and filtered video in a window")
     parser.add_argument("--output", default=None, metavar="FILE", help="also write the filtered video to FILE")
+    parser.add_argument("--whip", default=None, metavar="URL",
+                        help="also push the filtered video and the sound to this WHIP ingest (Janus, LiveKit, "
+                             "MediaMTX, Cloudflare, another StreamFX)")
+    parser.add_argument("--whip-token", default=os.environ.get("STREAMFX_WHIP_TOKEN"), metavar="TOKEN",
+                        help="Bearer token for --whip (env STREAMFX_WHIP_TOKEN)")
+    parser.add_argument("--mic", default=None, metavar="DEVICE",
+                        help="the microphone pushed with --whip from a camera (default: the system's; "
+                             "a file source sends its own audio track)")
+    parser.add_argument("--no-audio", action="store_true", help="push video only")
     parser.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument("--width", type=int, default=None, help="requested camera width")
     parser.add_argument("--height", type=int, default=None, help="requested camera height")
@@ -42,8 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.virtual or args.preview or args.output):
-        raise CliError("nowhere to send the video: add --virtual, --preview or --output FILE")
+    if not (args.virtual or args.preview or args.output or args.whip):
+        raise CliError("nowhere to send the video: add --virtual, --preview, --output FILE or --whip URL")
+    if args.whip and not args.whip.startswith(("http://", "https://")):
+        raise CliError(f"--whip must be an http(s) URL, not {args.whip!r}")
     if args.frames is not None and args.frames < 1:
         raise CliError("--frames must be at least 1")
     if args.preview and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
@@ -72,6 +83,7 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
     width, height = source.size
     vcam = virtual_camera.VirtualCamera(width, height, source.fps, args.virtual_device) if args.virtual else None
     writer = VideoWriter(args.output, width, height, source.fps) if args.output else None
+    push = _push(args, source) if args.whip else None
     started = time.monotonic()
     frames = 0
     pacer = FramePacer(args.max_fps)
@@ -79,6 +91,7 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
         while args.frames is None or frames < args.frames:
             pacer.wait()
             frame = source.read()
+            read_at = time.monotonic()
             pacer.started()
             timer = StageTimer()
             out = pipeline.process(frame, timer)
@@ -89,6 +102,10 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
                 vcam.send(out)
             if writer is not None:
                 writer.write(out, None if source.is_file else time.monotonic() - started)
+            if push is not None:
+                push.send(out, read_at)
+                if push.status.state == "refused" and not (vcam or writer or args.preview):
+                    raise CliError(f"WHIP push to {args.whip} refused: {push.status.error}")
             if args.preview and not _show(frame, out):
                 break
     except KeyboardInterrupt:
@@ -103,10 +120,29 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
             writer.close()
         if vcam is not None:
             vcam.close()
+        if push is not None:
+            push.close()
         if args.preview:
             import cv2
             cv2.destroyAllWindows()
     return frames, time.monotonic() - started
+
+
+def _push(args: argparse.Namespace, source: CameraSource):
+    """The WHIP publisher, with the file's sound or the microphone (none if it cannot open)."""
+    from ..whip.camera_push import AudioFeed, CameraPush, has_audio
+
+    audio, is_file = None, source.is_file
+    if not args.no_audio:
+        if is_file:
+            audio = args.source if has_audio(args.source) else None
+        else:
+            try:
+                AudioFeed.open_mic(args.mic).close()
+                audio = args.mic or ""
+            except MediaError as exc:
+                print(f"streamfx: pushing video only: {exc}", file=sys.stderr)
+    return CameraPush(args.whip, args.whip_token, audio, is_file)
 
 
 def _show(original: np.ndarray, filtered: np.ndarray) -> bool:

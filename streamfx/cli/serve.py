@@ -55,9 +55,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster", default=None, metavar="RAY_ADDRESS",
                    help="be a front door of this Ray cluster: place each caller on a StreamFX node "
                         "(`streamfx node`) with a free slot; holds no calls itself (needs the cluster extra)")
+    p.add_argument("--whip-out", default=None, metavar="URL",
+                   help="also push every session to this WHIP ingest; {session} in the URL gives each its own "
+                        "(e.g. http://sfu:7080/whip/endpoint/{session})")
+    p.add_argument("--whip-out-token", default=os.environ.get("STREAMFX_WHIP_OUT_TOKEN"), metavar="TOKEN",
+                   help="Bearer token for --whip-out (env STREAMFX_WHIP_OUT_TOKEN)")
     add_styles_arg(p)
     add_runtime_args(p)
     p.set_defaults(func=run)
+
+
+def _whip_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise CliError(f"--whip-out must be an http(s) URL, not {url!r}")
+    return url
 
 
 def _is_loopback(host: str) -> bool:
@@ -299,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
                               ice_loopback=args.ice_loopback, ice_servers=tuple(args.ice_server),
                               allowed_origins=tuple(args.allow_origin), engine=engine, engine_options=options,
                               max_fps=args.max_fps, limits=Limits(max_callers=args.max_callers),
-                              text_model=text_model, text_steps=args.text_steps)
+                              text_model=text_model, text_steps=args.text_steps,
+                              whip_out=_whip_url(args.whip_out), whip_out_token=args.whip_out_token)
 
         _print_banner(args, shown, engine, options, token, tokens, admin, files)
         where = {"sock": sock} if sock is not None else {"host": args.host, "port": port}

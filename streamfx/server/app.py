@@ -21,6 +21,7 @@ from aiortc.contrib.media import MediaBlackhole
 from .. import log
 from ..pipeline.engine import Engine
 from ..pipeline.select import build_engine
+from ..whip import WhipPublisher
 from . import control, ice
 from . import metrics
 from .admission import Admission
@@ -258,6 +259,11 @@ async def open_call(state: ServerState, sdp: str, on_close=None) -> Caller:
         logger.info("offer rejected", extra={"error": first_line or type(exc).__name__})
         raise HttpError(400, f"could not use the offer: {first_line or type(exc).__name__}") from None
     _keep(state, asyncio.ensure_future(_drop_if_unconnected(caller, state)))
+    if config.whip_out:
+        push = WhipPublisher(config.whip_out.replace("{session}", caller.id), caller.outputs,
+                             token=config.whip_out_token, configuration=ice.rtc_configuration(config.ice_servers))
+        caller.pushes.append(push)
+        push.start()
     return caller
 
 

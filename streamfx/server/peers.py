@@ -83,6 +83,7 @@ class Caller:
         self.relay = MediaRelay()              # one filtered track, several receivers (the caller, WHEP viewers)
         self.viewers: set[RTCPeerConnection] = set()
         self.on_close: Callable[["Caller"], None] | None = None  # told once when the call ends (the cluster's slot)
+        self.pushes: list = []                 # WHIP publishers of this session (serve --whip-out)
 
     @classmethod
     async def open(cls, pc: RTCPeerConnection, engine: Engine, config: ServerConfig, executors: Executors) -> "Caller":
@@ -119,6 +120,10 @@ class Caller:
             self.pc.addTrack(self.watch_audio())
             return True
         return False
+
+    def outputs(self) -> list:
+        """Fresh copies of this session's outgoing tracks (video, and audio when it has some)."""
+        return [self.watch()] + ([self.watch_audio()] if self.audio is not None else [])
 
     def _video_sent(self, pts: int | None, received: float) -> None:
         if self.audio is not None:
@@ -307,6 +312,8 @@ class Caller:
             self.audio.stop()
         for viewer in list(self.viewers):
             await viewer.close()
+        for push in self.pushes:
+            await push.stop()
         try:
             await self.pc.close()
         except Exception:  # noqa: BLE001 - aiortc can fail closing a half-negotiated peer; the session still closes
