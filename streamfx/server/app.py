@@ -133,11 +133,12 @@ async def errors_as_json(request: web.Request, handler):
         return web.json_response({"error": str(exc)}, status=exc.status, headers=exc.headers)
 
 
-def guard(request: web.Request, admin: bool = False) -> tuple[ServerConfig, ServerState]:
+def guard(request: web.Request, admin: bool = False, any_origin: bool = False) -> tuple[ServerConfig, ServerState]:
     """Origin and token checks. ``admin``: the admin token (everyone's stats, /metrics); without
-    one configured, admin routes are open only where callers need no token either."""
+    one configured, admin routes are open only where callers need no token either.
+    ``any_origin``: pages of any site may call (WHIP/WHEP) when a token is required anyway."""
     config, state = request.app[CONFIG], request.app[STATE]
-    if not origin_ok(request, config.allowed_origins):
+    if not (any_origin and config.caller_tokens) and not origin_ok(request, config.allowed_origins):
         raise HttpError(403, "origin not allowed")
     given = request_token(request)
     if admin:

@@ -8,24 +8,88 @@
   filtered video (and the caller's audio, in sync: :mod:`.audio_track`): ``201``, the answer, ``Location: /whep/<session>/<viewer>``; ``DELETE``
   ends that viewer. Several viewers may watch one session; each gets the newest frame.
 
-Tokens (``Authorization: Bearer`` as WHIP clients send it, or the other forms), the Host and
-Origin checks, body size limits and admission are those of ``/offer``.
+Tokens (``Authorization: Bearer`` as WHIP clients send it, or the other forms), the Host
+check, body size limits and admission are those of ``/offer``.
+
+**Controls** can be given at creation as query parameters (``?prompt=NAME&pose=frontal&
+yaw=10&pitch=0&strength=0.7&quality=auto&bypass=1&text=...``), checked before the session
+opens and applied before the answer; later, the session id (the last part of ``Location``)
+is the ``caller`` of the control socket, ``/ws?caller=<session>``, as for the page.
+
+**Browsers on other sites** (CORS, as RFC 9725 asks): ``OPTIONS`` on every WHIP/WHEP URL
+answers the preflight without a token (preflights carry none) and says what is accepted
+(``Accept-Post: application/sdp``); responses name the caller's ``Origin`` and expose
+``Location``. Any origin is accepted when the server requires a token (the token is the
+check); without one (the loopback default) only the server's own origin and
+``--allow-origin`` ones are, as for the page's endpoints.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from .. import log
-from . import ice
-from .app import STATE, HttpError, guard, open_call, read_offer_body
+from . import control, ice
+from .app import CONFIG, STATE, HttpError, guard, open_call, read_offer_body
+from .security import origin_ok
 
 logger = log.get(__name__)
 SDP = "application/sdp"
 NO_PATCH = {"Allow": "POST, DELETE, OPTIONS"}
+PREFIXES = ("/whip", "/whep")
+CONTROL_QUERY = ("prompt", "text", "pose", "yaw", "pitch", "strength", "quality", "bypass")
+
+
+def query_controls(request: web.Request) -> list[str]:
+    """The session's starting controls from the query, as control messages (checked, 400 if bad)."""
+    q = request.query
+    unknown = sorted(set(q) - set(CONTROL_QUERY) - {"token"})
+    if unknown:
+        raise HttpError(400, f"unknown query parameter {unknown[0]!r}; known: {', '.join(CONTROL_QUERY)}")
+    messages = []
+    if "prompt" in q:
+        messages.append({"type": "prompt", "preset": q["prompt"]})
+    if "text" in q:
+        messages.append({"type": "prompt", "text": q["text"]})
+    try:
+        if {"pose", "yaw", "pitch"} & q.keys():
+            pose = {"type": "pose", "mode": q.get("pose", "offset")}
+            pose.update({k: float(q[k]) for k in ("yaw", "pitch") if k in q})
+            messages.append(pose)
+        if "strength" in q:
+            messages.append({"type": "strength", "value": float(q["strength"])})
+    except ValueError:
+        raise HttpError(400, "yaw, pitch and strength must be numbers") from None
+    if "quality" in q:
+        messages.append({"type": "quality", "preset": q["quality"]})
+    if "bypass" in q:
+        messages.append({"type": "bypass", "on": q["bypass"].lower() in ("1", "true", "on", "yes")})
+    limits = request.app[CONFIG].limits
+    for message in messages:
+        try:
+            control.parse(json.dumps(message), limits.max_control_bytes)
+        except control.ControlError as exc:
+            raise HttpError(400, f"bad {message['type']} in the query: {exc}") from None
+    return [json.dumps(m) for m in messages]
+
+
+async def _apply(caller, texts: list[str]) -> None:
+    """Apply the query's controls; the first refusal is the answer's 400."""
+    errors: list[str] = []
+
+    def reply(text: str) -> None:
+        message = json.loads(text)
+        if message.get("type") == "error":
+            errors.append(message["message"])
+
+    for text in texts:
+        await caller.handle(text, reply)
+        if errors:
+            raise HttpError(400, f"bad control in the query: {errors[0]}")
 
 
 async def _read_sdp(request: web.Request) -> str:
@@ -44,13 +108,19 @@ async def _read_sdp(request: web.Request) -> str:
 
 def _answer(pc: RTCPeerConnection, location: str) -> web.Response:
     return web.Response(status=201, body=pc.localDescription.sdp.encode(), content_type=SDP,
-                        headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
+                        headers={"Location": location})
 
 
 async def whip_post(request: web.Request) -> web.Response:
-    _, state = guard(request)
+    _, state = guard(request, any_origin=True)
+    controls = query_controls(request)
     sdp = await _read_sdp(request)
     caller = await open_call(state, sdp)
+    try:
+        await _apply(caller, controls)
+    except HttpError:
+        await state.registry.remove(caller)
+        raise
     logger.info("whip session", extra={"caller": caller.id})
     return _answer(caller.pc, f"/whip/{caller.id}")
 
@@ -63,19 +133,19 @@ def _session(state, session: str):
 
 
 async def whip_delete(request: web.Request) -> web.Response:
-    _, state = guard(request)
+    _, state = guard(request, any_origin=True)
     await state.registry.remove(_session(state, request.match_info["session"]))
     return web.Response(status=200)
 
 
 async def not_supported(request: web.Request) -> web.Response:
-    guard(request)
+    guard(request, any_origin=True)
     raise HttpError(405, "trickle ICE and ICE restarts are not supported: every candidate is in the answer",
                     NO_PATCH)
 
 
 async def whep_post(request: web.Request) -> web.Response:
-    config, state = guard(request)
+    config, state = guard(request, any_origin=True)
     caller = _session(state, request.match_info["session"])
     sdp = await _read_sdp(request)
     if caller.track is None:
@@ -105,7 +175,7 @@ async def whep_post(request: web.Request) -> web.Response:
 
 
 async def whep_delete(request: web.Request) -> web.Response:
-    _, state = guard(request)
+    _, state = guard(request, any_origin=True)
     caller = _session(state, request.match_info["session"])
     pc = next((v for v in caller.viewers if getattr(v, "whep_id", None) == request.match_info["viewer"]), None)
     if pc is None:
@@ -115,7 +185,34 @@ async def whep_delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def options(request: web.Request) -> web.Response:
+    """CORS preflight and discovery; no token (a preflight carries none)."""
+    posts = request.path == "/whip" or (request.path.startswith("/whep/") and request.path.count("/") == 2)
+    headers = {"Allow": "POST, OPTIONS" if posts else "DELETE, PATCH, OPTIONS",
+               "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+               "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+               "Access-Control-Max-Age": "600"}
+    if posts:
+        headers["Accept-Post"] = SDP
+    return web.Response(status=204, headers=headers)
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every WHIP/WHEP response (errors too): the Origin it may be read from."""
+    origin = request.headers.get("Origin")
+    if origin is None or not request.path.startswith(PREFIXES):
+        return
+    config = request.app[CONFIG]
+    if config.caller_tokens or origin_ok(request, config.allowed_origins):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Expose-Headers"] = "Location, Accept-Post, Allow"
+
+
 def add_whip_routes(app: web.Application) -> None:
+    app.on_response_prepare.append(cors_headers)
+    for path in ("/whip", "/whip/{session}", "/whep/{session}", "/whep/{session}/{viewer}"):
+        app.router.add_route("OPTIONS", path, options)
     app.router.add_post("/whip", whip_post)
     app.router.add_delete("/whip/{session}", whip_delete)
     app.router.add_patch("/whip/{session}", not_supported)
