@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 CLIP = TESTDATA / "video" / "head_turn_1.mp4"
 
 
