@@ -46,10 +46,7 @@ CONTROL_QUERY = ("prompt", "text", "pose", "yaw", "pitch", "strength", "quality"
 
 def query_controls(request: web.Request) -> list[str]:
     """The session's starting controls from the query, as control messages (checked, 400 if bad)."""
-    q = request.query
-    unknown = sorted(set(q) - set(CONTROL_QUERY) - {"token"})
-    if unknown:
-        raise HttpError(400, f"unknown query parameter {unknown[0]!r}; known: {', '.join(CONTROL_QUERY)}")
+    q = request.query  # other parameters are left alone: a WHIP URL may carry what its sender needs
     messages = []
     if "prompt" in q:
         messages.append({"type": "prompt", "preset": q["prompt"]})
