@@ -228,15 +228,18 @@ class SyncViewer(Receiver):
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
 
-    async def watch(self, base: str, session: str) -> None:
+    async def watch(self, base: str, session: str, token: str | None = None) -> str:
+        """Start watching; returns the viewer's ``Location``."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        headers = {"Content-Type": "application/sdp", **({"Authorization": f"Bearer {token}"} if token else {})}
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/whep/{session}", data=self.pc.localDescription.sdp,
-                                 headers={"Content-Type": "application/sdp"}) as r:
+            async with http.post(f"{base}/whep/{session}", data=self.pc.localDescription.sdp, headers=headers) as r:
                 answer = await r.text()
                 if r.status != 201:
                     raise RuntimeError(f"WHEP refused: {r.status} {answer}")
+                location = r.headers["Location"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        return location
 
 
 def summary(playout: Playout, period_s: float, skip_s: float) -> dict:

@@ -7,6 +7,9 @@ and the unmet demand goes to Ray's autoscaler. Tokens, the Host and Origin check
 size and rate limits are the same code as ``streamfx serve`` (:mod:`streamfx.server.app`);
 node servers have no HTTP port and take offers only through Ray.
 
+WHIP and WHEP (``/whip``, ``/whep/<session>``) are placed the same way: a WHIP offer takes a
+slot like ``/offer``, and the session's node answers its ``DELETE`` and its viewers.
+
 The page's ``/ws?caller=ID`` socket stays here: control messages are relayed to the node,
 the node's messages come back by long poll, and cluster events are announced on it. When
 a node is lost (Ray fails its actor), each of its callers is told ``{"type": "cluster",
@@ -33,6 +36,7 @@ from ..server.app import (CONFIG, STATE, HttpError, add_routes, allowed_host_nam
 from ..server.config import ServerConfig
 from ..server.control import encode
 from ..server.security import RateLimiter
+from ..server.whip import add_whip_routes, created, query_controls, read_sdp
 from . import node as nodes
 from . import slots
 from .config import NAMESPACE, ClusterConfig, unreachable
@@ -137,7 +141,12 @@ class FrontDoorState:
 # ---------------------------------------------------------------------------- handlers
 async def offer(request: web.Request) -> web.Response:
     config, state = guard(request)
-    sdp = await read_offer(request, config.limits)
+    return web.json_response(await _place(state, await read_offer(request, config.limits)))
+
+
+async def _place(state: FrontDoorState, sdp: str, controls: tuple[str, ...] = ()) -> dict:
+    """Reserve a slot, hand the offer to that node's server, and return its answer (4xx/5xx
+    raised, the slot given back)."""
     started = time.perf_counter()
     state.counts["offers"] += 1
     slot = await state.in_gcs(slots.reserve, state.cluster.grant_timeout_s)
@@ -149,7 +158,7 @@ async def offer(request: web.Request) -> web.Response:
         raise HttpError(503, "a node with a free slot has no StreamFX server yet; retry shortly",
                         {"Retry-After": str(state.cluster.retry_after_s)})
     try:
-        answer = await server.offer.remote(sdp, slot.id)
+        answer = await server.offer.remote(sdp, slot.id, controls)
     except RayActorError:
         await state.in_gcs(slots.release, slot.id)
         raise HttpError(503, "the node was lost while answering; retry",
@@ -167,7 +176,60 @@ async def offer(request: web.Request) -> web.Response:
     state.watch(placement)
     state.counts["placed"] += 1
     state.offer_ms.append((time.perf_counter() - started) * 1000.0 - answer.get("node_ms", 0.0))
-    return web.json_response(answer)
+    return answer
+
+
+# -- WHIP and WHEP, placed like /offer (the session's node answers; see server/whip.py) ----
+async def whip_post(request: web.Request) -> web.Response:
+    _, state = guard(request, any_origin=True)
+    controls = tuple(query_controls(request))
+    answer = await _place(state, await read_sdp(request), controls)
+    return created(answer["sdp"], f"/whip/{answer['caller']}")
+
+
+async def _placed(state: FrontDoorState, session: str) -> Placement:
+    placement = await state.find(session)
+    if placement is None:
+        raise HttpError(404, "no such session")
+    return placement
+
+
+async def _ask(call) -> dict:
+    """A node's answer to a WHIP/WHEP request; its error raised as the HTTP error."""
+    try:
+        result = await call
+    except RayActorError:
+        raise HttpError(503, "the session's node was lost") from None
+    if "error" in result:
+        raise HttpError(result["status"], result["error"])
+    return result
+
+
+async def whip_delete(request: web.Request) -> web.Response:
+    _, state = guard(request, any_origin=True)
+    placement = await _placed(state, request.match_info["session"])
+    try:
+        found = await placement.server.end.remote(placement.caller)
+    except RayActorError:
+        found = False
+    if not found:
+        raise HttpError(404, "no such session")
+    return web.Response(status=200)
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    _, state = guard(request, any_origin=True)
+    placement = await _placed(state, request.match_info["session"])
+    sdp = await read_sdp(request)
+    result = await _ask(placement.server.whep.remote(placement.caller, sdp))
+    return created(result["sdp"], f"/whep/{placement.caller}/{result['viewer']}")
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    _, state = guard(request, any_origin=True)
+    placement = await _placed(state, request.match_info["session"])
+    await _ask(placement.server.end_whep.remote(placement.caller, request.match_info["viewer"]))
+    return web.Response(status=200)
 
 
 async def _refusal(state: FrontDoorState) -> HttpError:
@@ -344,4 +406,5 @@ def create_front_door(config: ServerConfig, cluster: ClusterConfig) -> web.Appli
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     add_routes(app, config, info=info, healthz=healthz, metrics=metrics_text, offer=offer, websocket=websocket)
+    add_whip_routes(app, whip_post=whip_post, whip_delete=whip_delete, whep_post=whep_post, whep_delete=whep_delete)
     return app

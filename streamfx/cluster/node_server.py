@@ -24,6 +24,7 @@ from ..server import ice
 from ..server.app import HttpError, ServerState, open_call
 from ..server.config import ServerConfig
 from ..server.control import encode
+from ..server.whip import add_viewer, apply_controls, end_viewer
 from . import slots
 from .config import ClusterConfig
 
@@ -103,9 +104,10 @@ class NodeServer:
         self.state.loop_monitor.stop()
 
     # -- calls ----------------------------------------------------------------------------
-    async def offer(self, sdp: str, slot_id: str) -> dict:
+    async def offer(self, sdp: str, slot_id: str, controls: tuple[str, ...] = ()) -> dict:
         """Answer an offer whose slot ``slot_id`` was reserved on this node: the answer
-        (``sdp``, ``type``, ``caller``, ``node``), or ``{"status": 4xx/5xx, "error": reason}``."""
+        (``sdp``, ``type``, ``caller``, ``node``), or ``{"status": 4xx/5xx, "error": reason}``.
+        ``controls``: control messages applied before the answer (WHIP's query)."""
         if self.draining:
             return {"status": 503, "error": f"node {self.name} is draining"}
         if self.state is None or self.state.engine is None:
@@ -116,6 +118,11 @@ class NodeServer:
         except HttpError as exc:
             return {"status": exc.status, "error": str(exc)}
         self.slot_of[caller.id] = slot_id
+        try:
+            await apply_controls(caller, list(controls))
+        except HttpError as exc:
+            await self.state.registry.remove(caller)  # gives the slot back
+            return {"status": exc.status, "error": str(exc)}
         box = self.outboxes[caller.id] = _Outbox()
         caller.listeners.add(box.push)
         local = caller.pc.localDescription
@@ -160,6 +167,35 @@ class NodeServer:
         if box.ended and not items:
             return None
         return (items[-1][0] if items else seq), [text for _, text in items]
+
+    async def end(self, caller_id: str) -> bool:
+        """End a call (WHIP's DELETE); False: no such caller here."""
+        caller = self.state.registry.callers.get(caller_id)
+        if caller is None:
+            return False
+        await self.state.registry.remove(caller)
+        return True
+
+    async def whep(self, caller_id: str, sdp: str) -> dict:
+        """A WHEP viewer of a call here: ``{"sdp", "viewer"}`` or ``{"status", "error"}``."""
+        caller = self.state.registry.callers.get(caller_id)
+        if caller is None:
+            return {"status": 404, "error": "no such session"}
+        try:
+            answer, viewer = await add_viewer(self.state.config, caller, sdp)
+        except HttpError as exc:
+            return {"status": exc.status, "error": str(exc)}
+        return {"sdp": answer, "viewer": viewer}
+
+    async def end_whep(self, caller_id: str, viewer: str) -> dict:
+        caller = self.state.registry.callers.get(caller_id)
+        try:
+            if caller is None:
+                raise HttpError(404, "no such session")
+            await end_viewer(caller, viewer)
+        except HttpError as exc:
+            return {"status": exc.status, "error": str(exc)}
+        return {}
 
     async def has_caller(self, caller_id: str) -> bool:
         return caller_id in self.state.registry.callers

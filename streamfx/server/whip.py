@@ -34,7 +34,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from .. import log
 from . import control, ice
-from .app import CONFIG, STATE, HttpError, guard, open_call, read_offer_body
+from .app import CONFIG, HttpError, guard, open_call, read_offer_body
 from .security import origin_ok
 
 logger = log.get(__name__)
@@ -74,7 +74,7 @@ def query_controls(request: web.Request) -> list[str]:
     return [json.dumps(m) for m in messages]
 
 
-async def _apply(caller, texts: list[str]) -> None:
+async def apply_controls(caller, texts: list[str]) -> None:
     """Apply the query's controls; the first refusal is the answer's 400."""
     errors: list[str] = []
 
@@ -89,8 +89,8 @@ async def _apply(caller, texts: list[str]) -> None:
             raise HttpError(400, f"bad control in the query: {errors[0]}")
 
 
-async def _read_sdp(request: web.Request) -> str:
-    config = request.app[STATE].config
+async def read_sdp(request: web.Request) -> str:
+    config = request.app[CONFIG]
     if request.content_type != SDP:
         raise HttpError(415, f"the offer must be {SDP}")
     body = await read_offer_body(request, config.limits.max_sdp_bytes)
@@ -103,23 +103,23 @@ async def _read_sdp(request: web.Request) -> str:
     return text
 
 
-def _answer(pc: RTCPeerConnection, location: str) -> web.Response:
-    return web.Response(status=201, body=pc.localDescription.sdp.encode(), content_type=SDP,
-                        headers={"Location": location})
+def created(sdp: str, location: str) -> web.Response:
+    """``201 Created``: the SDP answer and where the new resource is."""
+    return web.Response(status=201, body=sdp.encode(), content_type=SDP, headers={"Location": location})
 
 
 async def whip_post(request: web.Request) -> web.Response:
     _, state = guard(request, any_origin=True)
     controls = query_controls(request)
-    sdp = await _read_sdp(request)
+    sdp = await read_sdp(request)
     caller = await open_call(state, sdp)
     try:
-        await _apply(caller, controls)
+        await apply_controls(caller, controls)
     except HttpError:
         await state.registry.remove(caller)
         raise
     logger.info("whip session", extra={"caller": caller.id})
-    return _answer(caller.pc, f"/whip/{caller.id}")
+    return created(caller.pc.localDescription.sdp, f"/whip/{caller.id}")
 
 
 def _session(state, session: str):
@@ -141,10 +141,8 @@ async def not_supported(request: web.Request) -> web.Response:
                     NO_PATCH)
 
 
-async def whep_post(request: web.Request) -> web.Response:
-    config, state = guard(request, any_origin=True)
-    caller = _session(state, request.match_info["session"])
-    sdp = await _read_sdp(request)
+async def add_viewer(config, caller, sdp: str) -> tuple[str, str]:
+    """A WHEP viewer of ``caller``'s session: (the answer SDP, the viewer's id); 4xx if it cannot be."""
     if caller.track is None:
         raise HttpError(409, "the session has no video yet")
     pc = RTCPeerConnection(ice.rtc_configuration(config.ice_servers))
@@ -168,17 +166,27 @@ async def whep_post(request: web.Request) -> web.Response:
             caller.viewers.discard(pc)
             await pc.close()
 
-    return _answer(pc, f"/whep/{caller.id}/{viewer}")
+    return pc.localDescription.sdp, viewer
 
 
-async def whep_delete(request: web.Request) -> web.Response:
-    _, state = guard(request, any_origin=True)
-    caller = _session(state, request.match_info["session"])
-    pc = next((v for v in caller.viewers if getattr(v, "whep_id", None) == request.match_info["viewer"]), None)
+async def end_viewer(caller, viewer: str) -> None:
+    pc = next((v for v in caller.viewers if getattr(v, "whep_id", None) == viewer), None)
     if pc is None:
         raise HttpError(404, "no such viewer")
     caller.viewers.discard(pc)
     await pc.close()
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    config, state = guard(request, any_origin=True)
+    caller = _session(state, request.match_info["session"])
+    answer, viewer = await add_viewer(config, caller, await read_sdp(request))
+    return created(answer, f"/whep/{caller.id}/{viewer}")
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    _, state = guard(request, any_origin=True)
+    await end_viewer(_session(state, request.match_info["session"]), request.match_info["viewer"])
     return web.Response(status=200)
 
 
@@ -206,7 +214,9 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
         response.headers["Access-Control-Expose-Headers"] = "Location, Accept-Post, Allow"
 
 
-def add_whip_routes(app: web.Application) -> None:
+def add_whip_routes(app: web.Application, *, whip_post=whip_post, whip_delete=whip_delete,
+                    whep_post=whep_post, whep_delete=whep_delete) -> None:
+    """The WHIP/WHEP routes with these handlers (this server's, or a cluster front door's)."""
     app.on_response_prepare.append(cors_headers)
     for path in ("/whip", "/whip/{session}", "/whep/{session}", "/whep/{session}/{viewer}"):
         app.router.add_route("OPTIONS", path, options)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiortc import RTCSessionDescription
 from cluster_caller import ClusterCaller, Refused
 from cluster_env import ADMIN, SLOTS, TOKEN
 
@@ -143,6 +144,47 @@ async def test_bad_input_is_refused_and_takes_no_slot(ray_cluster, front_door):
                 assert resp.status == status, (status, await resp.text())
                 assert "error" in await resp.json()
             assert ray_cluster.wait_free(6, timeout_s=5) == 6, status
+
+
+async def test_whip_and_whep_through_the_front_door_take_and_give_back_a_slot(ray_cluster, front_door):
+    """WHIP is placed like /offer (query controls applied on the node); WHEP and DELETE reach
+    the session's node; a bad query control is a 400 that keeps no slot."""
+    from benchmarks.av_sync import SyncViewer
+    from rtc_client import Client, PatternTrack
+
+    assert ray_cluster.wait_free(6) == 6
+    publisher = Client(PatternTrack(160, 120, fps=8))
+    viewer = SyncViewer()
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/sdp"}
+    try:
+        await publisher.pc.setLocalDescription(await publisher.pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{front_door.base}/whip?strength=2", data=publisher.pc.localDescription.sdp,
+                                 headers=auth) as resp:
+                assert resp.status == 400 and "strength" in (await resp.json())["error"]
+            assert ray_cluster.wait_free(6, timeout_s=5) == 6
+            async with http.post(f"{front_door.base}/whip?strength=0.5", data=publisher.pc.localDescription.sdp,
+                                 headers=auth) as resp:
+                assert resp.status == 201, await resp.text()
+                location, answer = resp.headers["Location"], await resp.text()
+            await publisher.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            session = location.rsplit("/", 1)[1]
+            assert ray_cluster.wait_free(5) == 5
+            seen = await viewer.watch(front_door.base, session, TOKEN)
+            deadline = time.monotonic() + 20
+            while viewer.playout.frames < 5:
+                assert time.monotonic() < deadline, "the WHEP viewer got no frames through the front door"
+                await asyncio.sleep(0.1)
+            async with http.delete(f"{front_door.base}{seen}", headers=auth) as resp:
+                assert resp.status == 200
+            async with http.delete(f"{front_door.base}{location}", headers=auth) as resp:
+                assert resp.status == 200
+            async with http.delete(f"{front_door.base}{location}", headers=auth) as resp:
+                assert resp.status == 404
+        assert ray_cluster.wait_free(6, timeout_s=10) == 6
+    finally:
+        await viewer.close()
+        await publisher.close()
 
 
 async def test_an_answered_caller_that_never_connects_gives_its_slot_back(ray_cluster, front_door):
