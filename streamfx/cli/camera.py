@@ -91,7 +91,7 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
         while args.frames is None or frames < args.frames:
             pacer.wait()
             frame = source.read()
-            read_at = time.monotonic()
+            read_at = time.perf_counter()
             pacer.started()
             timer = StageTimer()
             out = pipeline.process(frame, timer)

@@ -304,7 +304,7 @@ async def _connect(caller: Caller, state: ServerState, description: RTCSessionDe
     if caller.track is None:
         raise ValueError("the offer has no video track")
     await sink.start()
-    await pc.setLocalDescription(await pc.createAnswer())
+    await ice.answer_as_dtls_server(pc)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:

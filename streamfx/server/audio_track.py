@@ -56,7 +56,7 @@ class SyncedAudioTrack(MediaStreamTrack):
         self.line = AudioDelayLine(RATE, 2)
         self.basis = "arrival"
         self._delays: deque[float] = deque(maxlen=window)   # video: send - capture, s
-        self._lags: deque[float] = deque(maxlen=3 * window)  # audio: whole at - capture of its end, s
+        self._lags: deque[float] = deque(maxlen=150)       # audio: whole at - capture of its end, s
         self._last_pos = 0                 # the newest source position (frame pts at 48 kHz)
         self._anchor: float | None = None  # arrival basis: earliest ``arrival - position / RATE``
         self._resampler: av.AudioResampler | None = None
@@ -77,15 +77,16 @@ class SyncedAudioTrack(MediaStreamTrack):
             self._lags.clear()
             logger.debug("audio sync on the sender's clock")
 
-    def video_sent(self, pts: int | None, received: float) -> None:
-        """Told by the filtered video track as each frame goes out (``pts``: the caller's)."""
+    def video_sent(self, pts: int | None, received: float, sent: float) -> None:
+        """Told as each filtered frame has gone out (``pts``: the caller's; ``received``, its
+        arrival, and ``sent``: ``time.perf_counter()``)."""
         self._check_basis()
-        now = time.monotonic()
+        now = time.monotonic() - (time.perf_counter() - sent)
         captured = self.reports.sender_time("video", pts) if self.basis == "sender" and pts is not None else None
         if captured is not None:
             self._delays.append(now - captured)
         else:
-            self._delays.append(now - received)
+            self._delays.append(sent - received)
 
     def _capture_of(self, position: float) -> float | None:
         """The capture instant of a source position, on the current basis."""
@@ -140,7 +141,9 @@ class SyncedAudioTrack(MediaStreamTrack):
             return None
         delay = median(self._delays) + self.aim
         if self._lags:  # audio later than the video: as late as it must be, no later
-            lag = sorted(self._lags)[int(0.95 * (len(self._lags) - 1))] + BLOCK / RATE
+            # (its 80th percentile: a stall of the loop, a burst of late frames, must not hold
+            # the voice back for the whole window; what arrives later still plays, a block late)
+            lag = sorted(self._lags)[int(0.8 * (len(self._lags) - 1))] + BLOCK / RATE
             delay = max(delay, lag)
             self.delay_s = delay - lag
         return self._position_at(now - delay)

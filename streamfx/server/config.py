@@ -49,7 +49,7 @@ class ServerConfig:
     session_workers: int = 2                 # threads that open and close caller sessions (mediapipe graphs, workers)
     text_model: Path | None = None           # an InstructPix2Pix folder: text prompts generate references
     text_steps: int = 20                     # diffusion steps of one text prompt
-    audio_jitter_frames: int = 2             # 20 ms audio frames held against reordering (aiortc: 4)
+    audio_jitter_frames: int = 1             # audio frames held back before release (aiortc: 4, 80 ms)
     whip_out: str | None = None              # push every session to this WHIP URL ({session} in it: one each)
     whip_out_token: str | None = None
 

@@ -9,7 +9,7 @@ adds it. It is process-wide, opt-in, and idempotent.
 from __future__ import annotations
 
 from aioice import ice as _aioice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
 
 _original_host_addresses = _aioice.get_host_addresses
 
@@ -28,3 +28,16 @@ def enable_loopback_candidates() -> None:
 def rtc_configuration(ice_servers: tuple[str, ...] = ()) -> RTCConfiguration:
     """An explicit configuration: an empty list means "no STUN/TURN at all"."""
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+
+
+async def answer_as_dtls_server(pc) -> None:
+    """Create and set ``pc``'s answer with ``a=setup:passive``: this side is the DTLS server.
+
+    aiortc answers ``active`` by default and, as DTLS client, offers only ECDHE-ECDSA
+    ciphers; GStreamer 1.22's webrtcbin (OBS-like WHIP clients built on it) then acts as
+    DTLS server with an RSA certificate, shares no cipher and fails the handshake. RFC 5763
+    lets the answerer take either role; as server, aiortc's ECDSA certificate suits every
+    client tried here (Chromium, aiortc, GStreamer)."""
+    answer = await pc.createAnswer()
+    await pc.setLocalDescription(RTCSessionDescription(sdp=answer.sdp.replace("a=setup:active", "a=setup:passive"),
+                                                       type="answer"))

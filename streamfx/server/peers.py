@@ -40,7 +40,7 @@ from .image_decoder import ImageDecoder
 from .security import RateLimiter
 from .sender_reports import SenderReports, hold_audio
 from .text_prompts import CallerText, Dropped, GeneratedPrompt, TextModel, style_thumbnail
-from .tracks import FilteredTrack
+from .tracks import FilteredTrack, Sent, SendTimed
 
 logger = log.get(__name__)
 Send = Callable[[str], None]
@@ -71,7 +71,7 @@ class Caller:
         self.pipeline = pipeline
         self.track: FilteredTrack | None = None
         self.audio: SyncedAudioTrack | None = None  # the caller's voice, delayed to its filtered video
-        self.reports = SenderReports()              # the caller's RTCP sender reports: its capture clock
+        self.reports = SenderReports(fit="earliest")  # the caller's RTCP sender reports: its capture clock
         self.listeners: set[Send] = set()
         self.closed = asyncio.Event()
         self.limiter = RateLimiter(config.limits.control_rate_per_s, config.limits.control_burst)
@@ -94,8 +94,9 @@ class Caller:
 
     # -- wiring ---------------------------------------------------------------------------
     def watch(self):
-        """A copy of the filtered track for one receiver; the newest frame only, never a queue."""
-        return self.relay.subscribe(self.track, buffered=False)
+        """A copy of the filtered track for one receiver; the newest frame only, never a queue.
+        Its send times set the audio's delay."""
+        return SendTimed(self.relay.subscribe(self.track, buffered=False), self._video_sent)
 
     def watch_audio(self):
         """A copy of the synced audio for one receiver (every block: audio must not skip)."""
@@ -110,7 +111,6 @@ class Caller:
             self.track = FilteredTrack(track, self.pipeline, self.executor,
                                        on_failure=on_failure,
                                        max_fps=self.config.max_fps)
-            self.track.on_sent = self._video_sent
             self.pc.addTrack(self.watch())  # the caller's own copy; WHEP viewers take others (server/whip.py)
             return True
         if track.kind == "audio" and self.audio is None:
@@ -125,9 +125,9 @@ class Caller:
         """Fresh copies of this session's outgoing tracks (video, and audio when it has some)."""
         return [self.watch()] + ([self.watch_audio()] if self.audio is not None else [])
 
-    def _video_sent(self, pts: int | None, received: float) -> None:
+    def _video_sent(self, frame: Sent, at: float) -> None:
         if self.audio is not None:
-            self.audio.video_sent(pts, received)
+            self.audio.video_sent(frame.pts, frame.received, at)
 
     def attach_channel(self, channel: RTCDataChannel) -> None:
         if channel.label != "control":

@@ -4,10 +4,12 @@ Every WebRTC sender reports, a few times a second, which RTP timestamp of a stre
 to which instant of its own wall clock (RTCP SR: an NTP time and an RTP time). Mapping a
 frame's RTP timestamp through its stream's reports puts the audio and the video of one
 sender on one clock; that is how a browser lines up lips and voice, and how
-:mod:`streamfx.server.audio_track` delays the caller's audio to its filtered video. As
-WebRTC's receivers do, the mapping is fitted to the last reports (``window``; the clock
-rate is taken as nominal, the offset as their median), so one report sent late does not
-move a whole stream.
+:mod:`streamfx.server.audio_track` delays the caller's audio to its filtered video. The
+mapping is fitted to the last reports (``window``; the clock rate taken as nominal): their
+``median`` offset, roughly what WebRTC's receivers compute (a regression over the last
+reports), or their ``earliest``, the capture clock of a sender that stamps reports when it
+sends (aiortc does: a report is never earlier than the capture, only later, by an encode,
+a stall, a burst at the start), which the server uses for its callers.
 
 aiortc has no public hook for received reports: :meth:`SenderReports.tap` wraps one
 receiver's ``_handle_rtcp_packet`` (the method its DTLS transport calls for every RTCP
@@ -48,8 +50,8 @@ def rtp_delta(a: int, b: int) -> int:
 class SenderReports:
     """The newest sender report of each tapped stream, by kind (``"audio"``, ``"video"``)."""
 
-    def __init__(self, window: int = 20) -> None:
-        self.window = window
+    def __init__(self, window: int = 20, fit: str = "median") -> None:
+        self.window, self.fit = window, {"median": median, "earliest": min}[fit]
         self.recent: dict[str, deque[Report]] = {}
         self.latest: dict[str, Report] = {}
         self.history: dict[str, list[tuple[float, Report]]] = {}  # (arrival, report), for measurements
@@ -98,7 +100,7 @@ class SenderReports:
         if origin is None or kind not in self.recent:
             return None
         raw = (near_pts + origin) % 2**32
-        return median(r.ntp_s - (near_pts + rtp_delta(r.rtp, raw)) / r.rate for r in self.recent[kind])
+        return self.fit([r.ntp_s - (near_pts + rtp_delta(r.rtp, raw)) / r.rate for r in self.recent[kind]])
 
     def sender_time(self, kind: str, pts: int) -> float | None:
         """The sender's wall-clock instant of a received frame, or None before it is known."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
 import av
@@ -60,6 +61,43 @@ class LatestSlot(Generic[T]):
         return 0 if self._item is None else 1
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What an outgoing frame came from: the caller's pts and its arrival (perf_counter)."""
+
+    pts: int | None
+    received: float
+
+
+class SendTimed(MediaStreamTrack):
+    """A copy of a track that tells when each of its frames has gone out.
+
+    An aiortc sender asks for the next frame right after it has encoded and sent the last,
+    so the time of each ``recv()`` call is the send time of the frame before: the instant
+    its receivers' clocks (the sender reports) stamp it with, encode included.
+    """
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, on_sent: Callable[[Sent, float], None]) -> None:
+        super().__init__()
+        self.source, self.on_sent = source, on_sent
+        self._last: Sent | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self._last is not None:
+            self.on_sent(self._last, time.perf_counter())
+            self._last = None
+        frame = await self.source.recv()
+        if isinstance(frame.opaque, Sent):
+            self._last = frame.opaque
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
 class FilteredTrack(MediaStreamTrack):
     kind = "video"
 
@@ -74,7 +112,6 @@ class FilteredTrack(MediaStreamTrack):
         self._incoming: LatestSlot[tuple[av.VideoFrame, float]] = LatestSlot()
         self._outgoing: LatestSlot[tuple[av.VideoFrame, float]] = LatestSlot()
         self._last_pts: int | None = None
-        self.on_sent: Callable[[int | None, float], None] | None = None  # (the caller's pts, its arrival): audio sync
         self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._work())]
 
     async def _read(self) -> None:
@@ -127,15 +164,14 @@ class FilteredTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame, received = await self._outgoing.get()
-        if self.on_sent is not None:
-            self.on_sent(frame.pts, received)
+        source_pts = frame.pts
         if frame.pts is not None and self._last_pts is not None and frame.pts <= self._last_pts:
             frame.pts = self._last_pts + 1  # keep pts strictly monotonic
         self._last_pts = frame.pts
         stats = self.pipeline.stats
         stats.frames_out += 1
         timer = frame.opaque
-        frame.opaque = None
+        frame.opaque = Sent(source_pts, received)  # read by each SendTimed copy
         stats.record(timer, (time.perf_counter() - received) * 1e3)
         return frame
 

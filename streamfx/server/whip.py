@@ -152,7 +152,7 @@ async def add_viewer(config, caller, sdp: str) -> tuple[str, str]:
         if caller.audio is not None and "m=audio" in sdp:
             pc.addTrack(caller.watch_audio())
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
+        await ice.answer_as_dtls_server(pc)
     except Exception as exc:  # noqa: BLE001 - a malformed or unusable offer
         await pc.close()
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]

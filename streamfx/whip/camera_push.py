@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError
 from .. import log
 from ..io.errors import MediaError
 from ..server.audio_track import SyncedAudioTrack
+from ..server.tracks import Sent, SendTimed
 from .publisher import WhipPublisher
 
 logger = log.get(__name__)
@@ -40,7 +41,7 @@ class FrameFeed(MediaStreamTrack):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
-        self.loop, self.on_sent = loop, None
+        self.loop = loop
         self._frame: tuple[np.ndarray, float] | None = None
         self._ready = asyncio.Event()
         self._start = time.monotonic()
@@ -58,8 +59,7 @@ class FrameFeed(MediaStreamTrack):
         (rgb, read_at), self._frame = self._frame, None
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts, frame.time_base = int((time.monotonic() - self._start) * 90000), fractions.Fraction(1, 90000)
-        if self.on_sent is not None:
-            self.on_sent(None, read_at)
+        frame.opaque = Sent(None, read_at)
         return frame
 
 
@@ -164,11 +164,12 @@ class CameraPush:
         self.video = FrameFeed(self.loop)
         self.relay = MediaRelay()
         self.audio = SyncedAudioTrack(QueuedAudio()) if with_audio else None
-        if self.audio is not None:
-            self.video.on_sent = self.audio.video_sent
+        def sent(frame: Sent, at: float) -> None:
+            if self.audio is not None:
+                self.audio.video_sent(None, frame.received, at)
 
         def tracks() -> list[MediaStreamTrack]:
-            out = [self.relay.subscribe(self.video, buffered=False)]
+            out = [SendTimed(self.relay.subscribe(self.video, buffered=False), sent)]
             if self.audio is not None:
                 out.append(self.relay.subscribe(self.audio, buffered=True))
             return out
@@ -187,6 +188,7 @@ class CameraPush:
         self.loop.call_soon_threadsafe(put)
 
     def send(self, rgb: np.ndarray, read_at: float) -> None:
+        """One filtered frame, read from the camera at ``read_at`` (``time.perf_counter()``)."""
         self.loop.call_soon_threadsafe(self.video.put, np.ascontiguousarray(rgb), read_at)
 
     @property

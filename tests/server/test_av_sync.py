@@ -21,7 +21,7 @@ WINDOW = (-40.0, 60.0)
 @pytest.mark.parametrize("engine", ["mesh", "sleep150"])
 async def test_voice_and_lips_play_within_the_lip_sync_window(server_factory, engine):
     server = await server_factory(engine=MeshEngine() if engine == "mesh" else stand_in(0.15))
-    result = await measure(server.base, seconds=7.0, state=server.state, whep=engine == "mesh")
+    result = await measure(server.base, seconds=8.0, state=server.state, skip_s=3.0, whep=engine == "mesh")
     offsets = result["offsets_ms"]
     assert len(offsets) >= 3, result
     assert all(WINDOW[0] <= o <= WINDOW[1] for o in offsets), result
