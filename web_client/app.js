@@ -1,13 +1,14 @@
-// StreamFX browser client: camera -> WebRTC -> server filter -> back, plus the control channel.
+// StreamFX browser client: camera and microphone -> WebRTC -> server filter -> back, plus the
+// control channel. Loaded after rtc.js ($, iceGatheringDone, inboundStats, playAudio).
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const state = {
   pc: null, channel: null, stream: null, sendStream: null, serverStats: null,
   node: null, socket: null, moving: false, moves: [],  // in a cluster: the node holding the call, the front door's socket
   rtt: [], framesReceived: 0, connection: "idle", info: null, errors: [], acks: [],
   notices: [],  // what the notice bar shows: {text, kind, count}, the last MAX_NOTICES
   generating: null,  // a text prompt in work: {step, of} (progress from the server), else null
+  micMuted: false, micError: null,  // the mute switch; why the call has no microphone (null: it has one)
 };
 window.streamfx = state;  // read by tests and benchmarks
 
@@ -111,21 +112,49 @@ async function listCameras() {
   if (current) select.value = current;
 }
 
-async function openCamera() {
-  if (!navigator.mediaDevices?.getUserMedia) throw new Error("This browser cannot open a camera here (a secure context — https or localhost — is needed).");
+function videoConstraints() {
   const deviceId = $("camera").value;
   const params = new URLSearchParams(location.search);
   const video = { width: { ideal: Number(params.get("w")) || 640 }, height: { ideal: Number(params.get("h")) || 480 },
     frameRate: { ideal: 30 } };
   if (deviceId) video.deviceId = { exact: deviceId };
+  return video;
+}
+// The microphone is asked for with the camera (one prompt). Refused, absent or busy, the call
+// goes on with video only: audio never stops a call. ?nomic in the URL leaves it out.
+const WANT_MIC = !new URLSearchParams(location.search).has("nomic");
+async function openCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) throw new Error("This browser cannot open a camera here (a secure context — https or localhost — is needed).");
+  const video = videoConstraints();
+  state.micError = WANT_MIC ? null : "not asked for (?nomic)";
+  if (WANT_MIC) {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ video, audio: true });
+      state.micError = stream.getAudioTracks().length ? null : "no microphone";
+      return stream;
+    } catch (err) { state.micError = err.name + ": " + err.message; }  // the camera alone is tried next
+  }
   try {
     return await navigator.mediaDevices.getUserMedia({ video, audio: false });
-  } catch (err) {
-    if (err.name === "NotAllowedError") throw new Error("Camera permission was denied. Allow camera access for this site in the browser's settings, then press Start.");
-    if (err.name === "NotFoundError" || err.name === "OverconstrainedError") throw new Error("No usable camera was found. Plug one in or pick another, then press Start.");
-    if (err.name === "NotReadableError") throw new Error("The camera is in use by another program.");
-    throw err;
-  }
+  } catch (err) { throw cameraError(err); }
+}
+function cameraError(err) {
+  if (err.name === "NotAllowedError") return new Error("Camera permission was denied. Allow camera access for this site in the browser's settings, then press Start.");
+  if (err.name === "NotFoundError" || err.name === "OverconstrainedError") return new Error("No usable camera was found. Plug one in or pick another, then press Start.");
+  if (err.name === "NotReadableError") return new Error("The camera is in use by another program.");
+  return err;
+}
+
+// The mute switch: a muted track sends silence; the state outlives a Reconnect.
+function setMicMuted(muted) {
+  state.micMuted = muted;
+  const tracks = state.stream ? state.stream.getAudioTracks() : [];
+  for (const track of tracks) track.enabled = !muted;
+  const button = $("mute");
+  button.disabled = tracks.length === 0;
+  button.setAttribute("aria-pressed", String(muted));
+  button.title = tracks.length ? (muted ? "the microphone is muted: click to unmute" : "mute the microphone")
+    : "no microphone: the call is video only" + (state.micError ? ` (${state.micError})` : "");
 }
 
 // ---------------------------------------------------------------- round-trip stamping
@@ -188,7 +217,9 @@ async function start() {
     state.stream = await openCamera();
   } catch (err) { notice(err.message); setConnection("idle"); return; }
   await listCameras();
-  $("local").srcObject = state.stream;
+  $("local").srcObject = state.stream;  // muted: the caller must not hear their own voice
+  setMicMuted(state.micMuted);
+  if (WANT_MIC && state.micError) notice("No microphone (" + state.micError + "): the call is video only.", "info");
   state.sendStream = $("measure").checked ? stampedStream(state.stream) : state.stream;
   const answer = await connectCall();
   if (answer && answer.refused) notice("The server refused the call: " + answer.refused);
@@ -208,7 +239,7 @@ async function connectCall() {
       else notice("The connection failed. Press Reconnect.");
     }
   };
-  pc.ontrack = (ev) => { $("remote").srcObject = new MediaStream([ev.track]); };
+  pc.ontrack = (ev) => showRemote(ev.track);
   const channel = pc.createDataChannel("control");
   state.channel = channel;
   channel.onopen = () => { send({ type: "hello" }); sendAllControls(); };
@@ -217,6 +248,7 @@ async function connectCall() {
     track.contentHint = "detail";  // keep the resolution; a filter needs the detail more than the frame rate
     pc.addTrack(track, state.sendStream);
   }
+  for (const track of state.stream.getAudioTracks()) pc.addTrack(track, state.sendStream);  // one stream: lip sync
 
   setConnection("connecting");
   await pc.setLocalDescription(await pc.createOffer());
@@ -241,6 +273,7 @@ async function connectCall() {
   state.node = answer.node || null;
   await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
   for (const sender of pc.getSenders()) {
+    if (!sender.track || sender.track.kind !== "video") continue;
     const params = sender.getParameters();
     if (!params.encodings || !params.encodings.length) continue;
     params.degradationPreference = "maintain-resolution";
@@ -250,6 +283,15 @@ async function connectCall() {
   }
   if (state.node) openClusterSocket(answer.caller);
   return answer;
+}
+
+// The filtered video in the muted <video>, the caller's voice (delayed to match) in the <audio>.
+function showRemote(track) {
+  if (track.kind === "video") { $("remote").srcObject = new MediaStream([track]); return; }
+  playAudio($("remote-audio"), track, () => {  // ?autostart: no click yet, the browser holds the sound back
+    notice("Click anywhere on the page to hear the call.", "info");
+    document.addEventListener("click", () => $("remote-audio").play().catch(() => {}), { once: true });
+  });
 }
 
 function openClusterSocket(caller) {
@@ -284,15 +326,6 @@ async function moveCall(why) {
   } finally { state.moving = false; }
 }
 
-function iceGatheringDone(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const check = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", check); resolve(); } };
-    pc.addEventListener("icegatheringstatechange", check);
-    setTimeout(resolve, 3000);
-  });
-}
-
 async function stop() {
   if (state.socket) { state.socket.close(); state.socket = null; }
   state.node = null;
@@ -300,6 +333,7 @@ async function stop() {
   if (state.stream) { state.stream.getTracks().forEach((t) => t.stop()); state.stream = null; }
   state.sendStream = null;
   state.channel = null;
+  setMicMuted(state.micMuted);  // no stream: the switch is off until the next Start
 }
 
 // ---------------------------------------------------------------- control channel
@@ -421,6 +455,7 @@ $("start").onclick = start;
 $("stats").onclick = () => $("stats").classList.toggle("collapsed");
 $("stats").title = "click to fold or unfold the stats";
 $("reconnect").onclick = start;
+$("mute").onclick = () => setMicMuted(!state.micMuted);
 $("camera").onchange = () => { if (state.pc) start(); };
 $("view").onchange = () => { $("videos").className = $("view").value; };
 $("preset").onchange = () => send($("preset").value ? { type: "prompt", preset: $("preset").value } : { type: "prompt", clear: true });
