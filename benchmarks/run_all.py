@@ -20,6 +20,7 @@ STEPS = [
     ("whole pipeline", [sys.executable, "-m", "streamfx", "bench", "--engine", "overlay", "--engine", "mesh",
                         "--engine", "3dpe", "--json", str(RESULTS / "pipeline.json"),
                         "--png", str(RESULTS / "pipeline.png")]),
+    ("A/V sync", [sys.executable, "-m", "benchmarks.av_sync"]),
     ("browser round trip", [sys.executable, "-m", "benchmarks.browser_roundtrip", "--engine", "mesh",
                             "--png", str(RESULTS / "roundtrip.png")]),
 ]
