@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+from dataclasses import asdict
 
 from .common import add_runtime_args, engine_options_from_args
+from ..io.call_setup import Check, call_checks
 
 STAGE_NAMES = {"vit": "reference ViT", "encoder": "encoder", "decoder": "volume decoder",
                "superres": "super-resolution"}
@@ -108,6 +110,7 @@ def collect(args: argparse.Namespace) -> dict:
                                     "(--max-callers N caps it)"},
         "advice": advice(caps, plan, weights is not None, importlib.util.find_spec("openvino") is not None,
                          threads, caps.cpu.cores),
+        "calls": [asdict(check) for check in call_checks()],
     }
 
 
@@ -187,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
                      f"files {e['offline_s_per_frame'][preset]:.1f} s/frame")
     lines.append(f"           mesh: {data['expected']['mesh']}")
     lines.append(f"defaults   threads {data['defaults']['threads']}, max fps {data['defaults']['max_fps']}")
+    lines.append("for calls (virtual camera and microphone):")
+    lines += [f"  {Check(**c).line()}" for c in data["calls"]]
     lines.append("to go faster:")
     lines += [f"  - {tip}" for tip in data["advice"]]
     print("\n".join(lines))

@@ -91,7 +91,15 @@ def test_doctor_reports_the_machine_and_the_choice(tmp_path):
     for line in ("CPU ", "measured ", "GPU ", "graphs ", "runtime ", "weights ", "expected ", "to go faster:"):
         assert line in text, (line, text)
     assert "fastest" in text and ("bf16 fast here" in text or "bf16 SLOW here" in text)
+    # the set-up for calls: one line each, a missing part with its fix (this machine has no v4l2loopback)
+    calls = text.split("for calls (virtual camera and microphone):\n", 1)[1].split("to go faster:")[0].splitlines()
+    assert [line.split(":")[0].split(None, 1)[1] for line in calls] == ["virtual camera", "virtual microphone",
+                                                                         "cameras"], calls
+    camera = calls[0]
+    if sys.platform.startswith("linux") and not os.path.isdir("/sys/module/v4l2loopback"):
+        assert camera.startswith("  MISSING") and "modprobe v4l2loopback exclusive_caps=1" in camera, camera
     report = _doctor({}, tmp_path)
+    assert {c["name"] for c in report["calls"]} == {"virtual camera", "virtual microphone", "cameras"}
     assert report["measured_gflops"]["cached"], "the second run reads the probe from the user cache"
     assert set(report["expected"]["3dpe"]["render_ms"]) == {"full", "balanced", "fast", "fastest"}
     assert report["gpu"]["gpus"] == [] or report["gpu"]["torch_cuda"]
