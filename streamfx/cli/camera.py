@@ -14,6 +14,7 @@ from . import CliError
 from .common import add_engine_args, pipeline_from_args
 from ..io import virtual_camera
 from ..io.camera_source import CameraSource
+from ..io.camera_watch import WatchedCamera
 from ..io.encoding import VideoWriter
 from ..io.errors import MediaError
 from ..pipeline.pacing import FramePacer
@@ -31,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--virtual", action="store_true", help="publish to a virtual camera (pyvirtualcam)")
     parser.add_argument("--virtual-device", default=None, metavar="PATH",
                         help="virtual camera device, e.g. /dev/video10 (Linux); --device is the inference device")
+    parser.add_argument("--virtual-backend", default=None, metavar="NAME",
+                        help="pyvirtualcam backend: v4l2loopback (Linux), obs, unitycapture (default: the platform's)")
     parser.add_argument("--preview", action="store_true", help="show the original and filtered video in a window")
     parser.add_argument("--output", default=None, metavar="FILE", help="also write the filtered video to FILE")
     parser.add_argument("--whip", default=None, metavar="URL",
@@ -61,14 +64,17 @@ def run(args: argparse.Namespace) -> int:
                                                                     os.environ.get("WAYLAND_DISPLAY")):
         raise CliError("--preview needs a display (DISPLAY is not set)")
     try:
-        if args.virtual and args.virtual_device is None:
+        if args.virtual and args.virtual_device is None and args.virtual_backend is None:
             virtual_camera.check_available()  # before touching the camera: the likelier problem
         pipeline = pipeline_from_args(args)
     except MediaError as exc:
         raise CliError(str(exc)) from None
     try:
-        with CameraSource(args.source, width=args.width, height=args.height, fps=args.fps) as source:
+        source = _open_source(args)
+        try:
             frames, seconds = _loop(args, source, pipeline)
+        finally:
+            source.close()
     except MediaError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -81,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int, float]:
     width, height = source.size
-    vcam = virtual_camera.VirtualCamera(width, height, source.fps, args.virtual_device) if args.virtual else None
+    vcam = virtual_camera.VirtualCamera(width, height, source.fps, args.virtual_device,
+                                        args.virtual_backend) if args.virtual else None
     writer = VideoWriter(args.output, width, height, source.fps) if args.output else None
     push = _push(args, source) if args.whip else None
     started = time.monotonic()
@@ -90,12 +97,15 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
     try:
         while args.frames is None or frames < args.frames:
             pacer.wait()
-            frame = source.read()
+            frame, live = source.read() if isinstance(source, WatchedCamera) else (source.read(), True)
             read_at = time.perf_counter()
             pacer.started()
-            timer = StageTimer()
-            out = pipeline.process(frame, timer)
-            pipeline.stats.record(timer, sum(timer.ms.values()))
+            if live:
+                timer = StageTimer()
+                out = pipeline.process(frame, timer)
+                pipeline.stats.record(timer, sum(timer.ms.values()))
+            else:
+                out = frame  # the camera is gone: its "camera lost" still, unfiltered
             frames += 1
             pipeline.stats.frames_in = pipeline.stats.frames_out = frames
             if vcam is not None:
@@ -126,6 +136,18 @@ def _loop(args: argparse.Namespace, source: CameraSource, pipeline) -> tuple[int
             import cv2
             cv2.destroyAllWindows()
     return frames, time.monotonic() - started
+
+
+def _open_source(args: argparse.Namespace):
+    """A file as it is; a camera watched, so an unplugged one shows a still and comes back."""
+    def open_camera() -> CameraSource:
+        return CameraSource(args.source, width=args.width, height=args.height, fps=args.fps)
+
+    first = open_camera()
+    if first.is_file:
+        return first
+    opened = iter([first])
+    return WatchedCamera(lambda: next(opened, None) or open_camera())
 
 
 def _push(args: argparse.Namespace, source: CameraSource):

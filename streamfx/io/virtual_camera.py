@@ -61,12 +61,19 @@ def check_available() -> None:
 class VirtualCamera(ClosesOnExit):
     """A virtual camera of a fixed size and rate that accepts RGB uint8 frames (H, W, 3)."""
 
-    def __init__(self, width: int, height: int, fps: float, device: str | None = None) -> None:
+    def __init__(self, width: int, height: int, fps: float, device: str | None = None,
+                 backend: str | None = None) -> None:
+        """``backend``: a pyvirtualcam backend by name (``v4l2loopback``, ``obs``,
+        ``unitycapture``, or one registered with ``pyvirtualcam.register_backend``); None
+        lets pyvirtualcam choose, after this platform's device check."""
         pyvirtualcam = _import()
-        if device is None:
+        if backend is not None and backend not in pyvirtualcam.camera.BACKENDS:
+            known = ", ".join(sorted(pyvirtualcam.camera.BACKENDS)) or "none on this platform"
+            raise VirtualCameraError(f"no virtual camera backend {backend!r} (known here: {known})")
+        if device is None and backend is None:
             check_available()
         try:
-            self.camera = pyvirtualcam.Camera(width=width, height=height, fps=fps, device=device,
+            self.camera = pyvirtualcam.Camera(width=width, height=height, fps=fps, device=device, backend=backend,
                                               fmt=pyvirtualcam.PixelFormat.RGB)
         except (RuntimeError, OSError, ValueError) as exc:
             text = " ".join(str(exc).split())
