@@ -79,12 +79,11 @@ class SyncedAudioTrack(MediaStreamTrack):
 
     def video_sent(self, pts: int | None, received: float, sent: float) -> None:
         """Told as each filtered frame has gone out (``pts``: the caller's; ``received``, its
-        arrival, and ``sent``: ``time.perf_counter()``)."""
+        arrival, and ``sent``: ``time.perf_counter()``, the clock of this whole track)."""
         self._check_basis()
-        now = time.monotonic() - (time.perf_counter() - sent)
         captured = self.reports.sender_time("video", pts) if self.basis == "sender" and pts is not None else None
         if captured is not None:
-            self._delays.append(now - captured)
+            self._delays.append(sent - captured)
         else:
             self._delays.append(sent - received)
 
@@ -117,7 +116,7 @@ class SyncedAudioTrack(MediaStreamTrack):
                 if frame.pts is None:
                     continue
                 for pts, data in self._samples(frame):
-                    self._write(pts, data, time.monotonic())
+                    self._write(pts, data, time.perf_counter())
         except MediaStreamError:
             pass
         except Exception:  # noqa: BLE001 - the audio stops; the video and the call go on
@@ -152,12 +151,12 @@ class SyncedAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
-            self._start = time.monotonic()
-        behind = time.monotonic() - (self._start + self._sent * BLOCK / RATE)
+            self._start = time.perf_counter()
+        behind = time.perf_counter() - (self._start + self._sent * BLOCK / RATE)
         if behind > 0.1:  # a stalled loop: skip the blocks it missed, so pts keep step with the clock
             self._sent += int(behind * RATE / BLOCK)
         due = self._start + self._sent * BLOCK / RATE
-        wait = due - time.monotonic()
+        wait = due - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
         if self._task.done() and self.line.end is None:

@@ -23,7 +23,6 @@ aiortc also hands out frames with ``pts = RTP timestamp - the stream's first`` (
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 from statistics import median
@@ -53,9 +52,6 @@ class SenderReports:
     def __init__(self, window: int = 20, fit: str = "median") -> None:
         self.window, self.fit = window, {"median": median, "earliest": min}[fit]
         self.recent: dict[str, deque[Report]] = {}
-        self.latest: dict[str, Report] = {}
-        self.history: dict[str, list[tuple[float, Report]]] = {}  # (arrival, report), for measurements
-        self.keep_history = False
         self._receivers: dict[str, object] = {}
 
     def tap(self, receiver, kind: str, rate: int) -> None:
@@ -80,14 +76,11 @@ class SenderReports:
         return False
 
     def record(self, kind: str, report: Report) -> None:
-        self.latest[kind] = report
         self.recent.setdefault(kind, deque(maxlen=self.window)).append(report)
-        if self.keep_history:
-            self.history.setdefault(kind, []).append((time.monotonic(), report))
 
     def ready(self, *kinds: str) -> bool:
         """Whether each of ``kinds`` has a report and has delivered a frame."""
-        return all(k in self.latest and self._origin(k) is not None for k in kinds)
+        return all(k in self.recent and self._origin(k) is not None for k in kinds)
 
     def _origin(self, kind: str) -> int | None:
         mapper = getattr(self._receivers.get(kind), "_RTCRtpReceiver__timestamp_mapper", None)
@@ -105,12 +98,12 @@ class SenderReports:
     def sender_time(self, kind: str, pts: int) -> float | None:
         """The sender's wall-clock instant of a received frame, or None before it is known."""
         offset = self._offset(kind, pts)
-        return None if offset is None else offset + pts / self.latest[kind].rate
+        return None if offset is None else offset + pts / self.recent[kind][-1].rate
 
     def pts_at(self, kind: str, sender_s: float, near_pts: int) -> float | None:
         """The (fractional) pts of ``kind`` captured at ``sender_s``; ``near_pts``: a recent pts."""
         offset = self._offset(kind, near_pts)
-        return None if offset is None else (sender_s - offset) * self.latest[kind].rate
+        return None if offset is None else (sender_s - offset) * self.recent[kind][-1].rate
 
 
 def hold_audio(pc, track, frames: int) -> None:
@@ -120,7 +113,3 @@ def hold_audio(pc, track, frames: int) -> None:
         buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
         if receiver.track is track and buffer is not None and hasattr(buffer, "_prefetch"):
             buffer._prefetch = frames
-
-
-def map_rtp(report: Report, rtp: int) -> float:
-    return report.ntp_s + rtp_delta(rtp, report.rtp) / report.rate
