@@ -28,7 +28,8 @@ from .admission import Admission
 from .config import ServerConfig
 from .image_decoder import ImageDecoder
 from .loop_monitor import LoopMonitor
-from .peers import Caller, CallerRegistry, Executors
+from .peers import Caller, CallerRegistry
+from .session import Executors
 from .security import RateLimiter, host_ok, origin_ok, request_token, token_ok
 
 logger = log.get(__name__)

@@ -13,6 +13,8 @@ Client to server (one JSON object per message)::
     {"type": "quality", "preset": "auto"}
     {"type": "bypass", "on": true}
     {"type": "strength", "value": 0.7}
+    {"type": "mic_offset", "ms": 40}                    the camera's virtual microphone: added to the
+                                                        measured delay, -200..200 ms
 
 Server to client: ``{"type": "stats", ...}`` about once a second, ``{"type": "ack", "for": T}``
 after a change took effect, ``{"type": "error", "for": T, "message": "..."}`` when it did not.
@@ -24,7 +26,7 @@ reference), ``"regions"`` (the face regions it took colours from) and, for a ref
 without a trackable face, a ``"note"`` saying only its global look is applied.
 
 :func:`parse` validates a message completely and returns a typed command; applying it is
-the caller's job (``streamfx.server.peers``).
+the session's job (``streamfx.server.session``).
 """
 
 from __future__ import annotations
@@ -72,7 +74,15 @@ class SetControl:
     value: Union[PoseMode, str, bool, float]
 
 
-Command = Union[Hello, SetPromptImage, SetPromptName, ClearPrompt, SetControl]
+@dataclass(frozen=True)
+class SetMicOffset:
+    """A manual offset (ms) on the virtual microphone's delay, for a call app's own latency."""
+
+    ms: float
+
+
+MAX_MIC_OFFSET_MS = 200.0
+Command = Union[Hello, SetPromptImage, SetPromptName, ClearPrompt, SetControl, SetMicOffset]
 
 
 def parse(text: str | bytes, max_bytes: int, reference: ReferenceLimits = ReferenceLimits()) -> Command:
@@ -104,6 +114,8 @@ def parse(text: str | bytes, max_bytes: int, reference: ReferenceLimits = Refere
         return SetControl("bypass", msg["on"])
     if kind == "strength":
         return SetControl("strength", _number(msg, "value", 0.0, 1.0))
+    if kind == "mic_offset":
+        return SetMicOffset(_number(msg, "ms", -MAX_MIC_OFFSET_MS, MAX_MIC_OFFSET_MS))
     raise ControlError(f"unknown message type {kind[:40]!r}")
 
 
