@@ -20,6 +20,20 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TESTDATA = SHARED / "testdata"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_config_dir(tmp_path_factory) -> Path:
+    """Every test (and every process a test starts) keeps StreamFX's user files (the camera's
+    settings, TLS) in a temporary folder, never in the user's own ``~/.config/streamfx``."""
+    folder = tmp_path_factory.mktemp("config")
+    old = os.environ.get("STREAMFX_CONFIG_DIR")
+    os.environ["STREAMFX_CONFIG_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("STREAMFX_CONFIG_DIR", None)
+    else:
+        os.environ["STREAMFX_CONFIG_DIR"] = old
+
+
 def in_ci() -> bool:
     """True under CI: ``CI`` is set to anything but an empty, ``0``, ``false`` or ``no`` value."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

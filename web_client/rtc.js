@@ -1,4 +1,5 @@
-// Helpers shared by the call page (app.js) and the WHEP viewer (whep.js); a plain script, loaded first.
+// Helpers shared by the pages (controls.js, call.js, camera.js) and the WHEP viewer (whep.js);
+// a plain script, loaded first.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -12,6 +13,18 @@ function iceGatheringDone(pc) {
     pc.addEventListener("icegatheringstatechange", check);
     setTimeout(resolve, 3000);
   });
+}
+
+// Offer `pc` to POST /offer as JSON once its candidates are gathered: {res, answer}, or {}
+// when the server cannot be reached.
+async function postOffer(pc) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceGatheringDone(pc);
+  try {
+    const res = await fetch("/offer", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }) });
+    return { res, answer: await res.json() };
+  } catch (err) { return {}; }
 }
 
 // What arrives, per kind, from the inbound-rtp stats: {video: {packetsReceived, framesDecoded,

@@ -26,6 +26,7 @@ from . import control, ice
 from . import metrics
 from .admission import Admission
 from .config import ServerConfig
+from .gallery import add_gallery_route
 from .image_decoder import ImageDecoder
 from .loop_monitor import LoopMonitor
 from .peers import Caller, CallerRegistry
@@ -419,6 +420,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> web.Applic
     from .whip import add_whip_routes
 
     add_whip_routes(app)
+    add_gallery_route(app, lambda request: request.app[STATE].engine, guard)
     return app
 
 

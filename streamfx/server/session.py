@@ -39,7 +39,8 @@ from . import control
 from .config import ServerConfig
 from .image_decoder import ImageDecoder
 from .security import RateLimiter
-from .text_prompts import CallerText, Dropped, GeneratedPrompt, style_thumbnail
+from .gallery import style_thumbnail
+from .text_prompts import CallerText, Dropped, GeneratedPrompt
 
 logger = log.get(__name__)
 Send = Callable[[str], None]

@@ -11,7 +11,6 @@ model), never shown to another caller.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import io
 import time
@@ -27,9 +26,9 @@ from .. import log
 from ..pipeline.controls import Prompt
 from ..pipeline.prompts import image_prompt
 from ..styles.text import SEED, generate_reference, load_text_model
+from .gallery import thumbnail
 
 logger = log.get(__name__)
-THUMBNAIL_SIDE = 128
 CACHE_SIZE = 8
 Progress = Callable[[int, int], None]
 
@@ -41,7 +40,7 @@ class Dropped(Exception):
 @dataclass(frozen=True)
 class Generated:
     prompt: Prompt           # the image prompt of the generated reference
-    thumbnail: str           # a data URL, at most THUMBNAIL_SIDE px
+    thumbnail: str           # a data URL (gallery.thumbnail)
     cached: bool = False
 
 
@@ -50,28 +49,6 @@ class GeneratedPrompt:
     """A prompt that is ready to apply (not a wire message: the caller queues it like one)."""
 
     prompt: Prompt
-
-
-def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
-    """``image`` (H, W, 3) uint8 as a JPEG data URL whose long side is at most ``side``."""
-    from PIL import Image
-
-    small = Image.fromarray(image)
-    small.thumbnail((side, side))
-    buf = io.BytesIO()
-    small.save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def style_thumbnail(engine, name: str) -> str | None:
-    """The thumbnail of the style ``name`` of ``engine``'s style library, if it has one (not a look)."""
-    styles = getattr(engine, "styles", None)
-    try:
-        if styles is None or name not in styles.names():
-            return None
-        return thumbnail(styles.image(name))
-    except Exception:  # noqa: BLE001 - a thumbnail is a nicety; the ack goes out without it
-        return None
 
 
 class TextModel:

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..user_dirs import config_dir
+
 VALID_DAYS = 365
 RENEW_BEFORE = dt.timedelta(days=7)     # a certificate closer than this to expiry is replaced
 CERT_NAME, KEY_NAME = "cert.pem", "key.pem"
@@ -47,9 +49,8 @@ class TlsFiles:
 
 
 def default_directory() -> Path:
-    """``$XDG_CONFIG_HOME/streamfx/tls``, or ``~/.config/streamfx/tls`` without it."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "streamfx" / "tls"
+    """``tls`` in the config folder (``~/.config/streamfx/tls``; :func:`~streamfx.user_dirs.config_dir`)."""
+    return config_dir() / "tls"
 
 
 # ---------------------------------------------------------------------------- digests

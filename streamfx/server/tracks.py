@@ -10,6 +10,7 @@ hands each result to ``recv()`` through another one-frame slot.
 from __future__ import annotations
 
 import asyncio
+import fractions
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -186,3 +187,32 @@ class FilteredTrack(MediaStreamTrack):
             task.cancel()
         self._incoming.close()
         self._outgoing.close()
+
+
+class FrameFeed(MediaStreamTrack):
+    """Video frames put on the loop (``loop.call_soon_threadsafe(feed.put, ...)`` from another
+    thread); ``recv`` gives the newest, stamped :class:`Sent` with the time it was read."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frame: tuple[np.ndarray, float] | None = None
+        self._ready = asyncio.Event()
+        self._start = time.monotonic()
+
+    def put(self, rgb: np.ndarray, read_at: float) -> None:  # on the loop
+        self._frame = (rgb, read_at)
+        self._ready.set()
+
+    async def recv(self) -> av.VideoFrame:
+        while self._frame is None:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        (rgb, read_at), self._frame = self._frame, None
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts, frame.time_base = int((time.monotonic() - self._start) * 90000), fractions.Fraction(1, 90000)
+        frame.opaque = Sent(None, read_at)
+        return frame

@@ -1,7 +1,7 @@
 """The style library: a folder of named styles (single images and packs, see :mod:`streamfx.styles`).
 
 ``--styles DIR`` (or ``STREAMFX_STYLES``) points at it; the default is
-``~/.config/streamfx/styles`` (``$XDG_CONFIG_HOME`` respected). Text prompts select a style
+``styles`` in the config folder (:func:`streamfx.user_dirs.config_dir`: ``~/.config/streamfx``). Text prompts select a style
 by name: an exact or case-insensitive match, else the closest name.
 
 The folder is read again on each call (a pack written by ``streamfx styles train`` shows up
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .images import ReferenceError, ReferenceLimits, decode_reference
+from ..user_dirs import config_dir
 from .pack import ADAPTER_FILE, REFERENCE_FILE, STYLE_FILE, Style, StyleError, read_style_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -25,8 +26,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 def default_styles_dir() -> Path:
     if os.environ.get("STREAMFX_STYLES"):
         return Path(os.environ["STREAMFX_STYLES"]).expanduser()
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "streamfx" / "styles"
+    return config_dir() / "styles"
 
 
 def match_name(text: str, names: list[str], fuzzy: bool = True) -> str:

@@ -27,40 +27,12 @@ from aiortc.mediastreams import MediaStreamError
 from .. import log
 from ..io.errors import MediaError
 from ..server.audio_track import SyncedAudioTrack
-from ..server.tracks import Sent, SendTimed
+from ..server.loop_thread import LoopThread
+from ..server.tracks import FrameFeed, Sent, SendTimed
 from .publisher import WhipPublisher
 
 logger = log.get(__name__)
 MIC_FORMATS = {"linux": ("pulse", "default"), "darwin": ("avfoundation", ":0"), "win32": ("dshow", None)}
-
-
-class FrameFeed(MediaStreamTrack):
-    """Video frames put from another thread; ``recv`` gives the newest."""
-
-    kind = "video"
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self.loop = loop
-        self._frame: tuple[np.ndarray, float] | None = None
-        self._ready = asyncio.Event()
-        self._start = time.monotonic()
-
-    def put(self, rgb: np.ndarray, read_at: float) -> None:  # on the loop
-        self._frame = (rgb, read_at)
-        self._ready.set()
-
-    async def recv(self) -> av.VideoFrame:
-        while self._frame is None:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        (rgb, read_at), self._frame = self._frame, None
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts, frame.time_base = int((time.monotonic() - self._start) * 90000), fractions.Fraction(1, 90000)
-        frame.opaque = Sent(None, read_at)
-        return frame
 
 
 class QueuedAudio(MediaStreamTrack):
@@ -148,9 +120,8 @@ class CameraPush:
     """A WHIP publisher on its own event loop thread, fed by the camera loop."""
 
     def __init__(self, url: str, token: str | None, audio_source: str | None, audio_is_file: bool) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="streamfx-whip")
-        self._thread.start()
+        self.thread = LoopThread("streamfx-whip")
+        self.loop = self.thread.loop
         self.publisher = self._call(self._setup(url, token, audio_source is not None))
         self.audio_feed = None
         if audio_source is not None:
@@ -158,10 +129,10 @@ class CameraPush:
             self.audio_feed.start()
 
     def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+        return self.thread.call(coro)
 
     async def _setup(self, url: str, token: str | None, with_audio: bool) -> WhipPublisher:
-        self.video = FrameFeed(self.loop)
+        self.video = FrameFeed()
         self.relay = MediaRelay()
         self.audio = SyncedAudioTrack(QueuedAudio()) if with_audio else None
         def sent(frame: Sent, at: float) -> None:
@@ -185,11 +156,11 @@ class CameraPush:
             if not queue.full():
                 queue.put_nowait(frame)
 
-        self.loop.call_soon_threadsafe(put)
+        self.thread.soon(put)
 
     def send(self, rgb: np.ndarray, read_at: float) -> None:
         """One filtered frame, read from the camera at ``read_at`` (``time.perf_counter()``)."""
-        self.loop.call_soon_threadsafe(self.video.put, np.ascontiguousarray(rgb), read_at)
+        self.thread.soon(self.video.put, np.ascontiguousarray(rgb), read_at)
 
     @property
     def status(self):
@@ -201,5 +172,4 @@ class CameraPush:
         try:
             self._call(self.publisher.stop())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=5)
+            self.thread.stop()

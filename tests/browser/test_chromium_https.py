@@ -33,6 +33,7 @@ from browser_env import CHROMIUM, ROOT, pytestmark  # noqa: F401 (pytestmark mar
 def _start_server(config_home: Path) -> tuple[subprocess.Popen, str, Path]:
     """``streamfx serve --tls self-signed`` on a free port: (process, https URL, certificate path)."""
     env = dict(os.environ, XDG_CONFIG_HOME=str(config_home), STREAMFX_ICE_LOOPBACK="1")
+    env.pop("STREAMFX_CONFIG_DIR", None)
     env.pop("STREAMFX_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "streamfx", "serve", "--engine", "overlay", "--port", "0",
                              "--tls", "self-signed"], cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def launched(monkeypatch, tmp_path):
     """Run ``streamfx serve ARGS`` here without serving: returns (exit code, stdout, stderr, what run_app got)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("STREAMFX_CONFIG_DIR")  # the XDG default is what these check
     for name in ("STREAMFX_TOKEN", "STREAMFX_ADMIN_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     seen: dict = {}
@@ -162,6 +163,7 @@ def _lines(stream, into: queue.Queue) -> None:
 
 def test_real_server_over_self_signed_https(tmp_path):
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path), STREAMFX_ICE_LOOPBACK="1")
+    env.pop("STREAMFX_CONFIG_DIR", None)
     env.pop("STREAMFX_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "streamfx", "serve", "--engine", "overlay", "--port", "0",
                              "--tls", "self-signed"], cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""A caller that behaves as the page does in a cluster (web_client/app.js).
+"""A caller that behaves as the page does in a cluster (web_client/call.js).
 
 It offers through the front door; a 503 is waited out for its ``Retry-After`` and offered
 again. Once placed, it keeps the front door's ``/ws?caller=ID`` socket open; on

@@ -249,7 +249,7 @@ async def _wait_until_up(base: str, timeout_s: float = 30.0) -> None:
 
 @pytest.mark.full  # Chromium and a node killed and added: make test-full
 async def test_the_page_moves_its_call_when_its_node_is_lost(ray_cluster, front_door, tmp_path):
-    """web_client/app.js in headless Chromium: node-lost on the front door's socket, a new
+    """web_client/call.js in headless Chromium: node-lost on the front door's socket, a new
     offer on its own, the call resumed on another node (then a node is added back)."""
     from playwright.async_api import async_playwright
 
