@@ -21,6 +21,7 @@ STEPS = [
                         "--engine", "3dpe", "--json", str(RESULTS / "pipeline.json"),
                         "--png", str(RESULTS / "pipeline.png")]),
     ("A/V sync", [sys.executable, "-m", "benchmarks.av_sync"]),
+    ("virtual microphone sync", [sys.executable, "-m", "benchmarks.virtual_mic_sync"]),
     ("browser round trip", [sys.executable, "-m", "benchmarks.browser_roundtrip", "--engine", "mesh",
                             "--png", str(RESULTS / "roundtrip.png")]),
 ]

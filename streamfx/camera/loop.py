@@ -4,7 +4,9 @@ One blocking loop (the camera is the clock): each frame read from the source goe
 the pipeline and then to the outputs that are on: the virtual camera, a file, a WHIP push,
 the control page's previews, a preview window. The time from reading a frame to handing it
 to the outputs is the video's latency; the virtual microphone delays the voice by it
-(:meth:`CameraLoop.status` reports it). A camera that is lost gives its "camera lost" still
+(:meth:`CameraLoop.status` reports it). A voice cannot be delayed by less than its own
+buffers (the microphone's ``floor_ms``, some 25 ms): with a faster filter the frames wait
+that long instead, so that sound and picture still leave together. A camera that is lost gives its "camera lost" still
 (:mod:`streamfx.io.camera_watch`), unfiltered, until it is back.
 """
 
@@ -48,6 +50,7 @@ class CameraLoop:
         self.stopped = False
         self.started = time.monotonic()
         self.on_frame: Callable[[], None] | None = None  # after each frame (the WHIP refusal check)
+        self._floor_s, self._floor_at = 0.0, -1e9
 
     def run(self) -> tuple[int, float]:
         """Filter until ``frames`` (if given), the window is closed or :meth:`stop`; (frames, seconds)."""
@@ -62,6 +65,10 @@ class CameraLoop:
             self.pacer.started()
             filtered = self._filter(frame) if self.live else frame
             self.frames += 1
+            if out.mic is not None:  # the voice cannot be delayed less than its buffers: the video waits
+                hold = self._audio_floor_s() - (time.perf_counter() - read_at)
+                if hold > 0:
+                    time.sleep(hold)
             if out.virtual is not None:
                 out.virtual.send(filtered)
             if out.writer is not None:
@@ -79,6 +86,14 @@ class CameraLoop:
             if out.window is not None and not out.window(frame, filtered):
                 break
         return self.frames, time.monotonic() - self.started
+
+    def _audio_floor_s(self) -> float:
+        """The virtual microphone's smallest delay (its buffers), read once a second."""
+        now = time.monotonic()
+        if now - self._floor_at > 1.0:
+            self._floor_at = now
+            self._floor_s = (self.outputs.mic.status().get("floor_ms") or 0.0) / 1e3
+        return self._floor_s
 
     def _filter(self, frame: np.ndarray) -> np.ndarray:
         timer = StageTimer()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+from ctypes.util import find_library
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,12 @@ def virtual_microphone(platform: str = sys.platform, run=subprocess.run) -> Chec
     if platform == "darwin":
         return Check("virtual microphone", True, "not checked on macOS: it plays into BlackHole",
                      "brew install blackhole-2ch, then pick BlackHole in the call app")
-    missing = [tool for tool in ("pactl", "pacat", "parec") if shutil.which(tool) is None]
-    if missing:
-        return Check("virtual microphone", False, f"{', '.join(missing)} not found (PulseAudio's tools)",
+    if shutil.which("pactl") is None:
+        return Check("virtual microphone", False, "pactl not found (PulseAudio's tools)",
                      "sudo apt install pulseaudio-utils")
+    if find_library("pulse-simple") is None:
+        return Check("virtual microphone", False, "libpulse-simple not found (PulseAudio's client library)",
+                     "sudo apt install libpulse0")
     try:
         info = run(["pactl", "info"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired) as exc:

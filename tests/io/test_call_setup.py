@@ -49,6 +49,7 @@ def test_cameras_leave_the_virtual_ones_out(tmp_path):
 
 def test_no_sound_server_is_one_line_with_the_fix(monkeypatch):
     monkeypatch.setattr(call_setup.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(call_setup, "find_library", lambda name: f"lib{name}.so.0")
 
     def refused(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 1, "", "Connection failure: Connection refused\n")
@@ -56,6 +57,15 @@ def test_no_sound_server_is_one_line_with_the_fix(monkeypatch):
     check = call_setup.virtual_microphone("linux", run=refused)
     assert not check.ok and "Connection refused" in check.detail and "pulseaudio --start" in check.fix
     assert "\n" not in check.line()
+
+
+def test_missing_pulseaudio_parts_name_their_package(monkeypatch):
+    monkeypatch.setattr(call_setup.shutil, "which", lambda tool: None)
+    assert "pulseaudio-utils" in call_setup.virtual_microphone("linux").fix
+    monkeypatch.setattr(call_setup.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(call_setup, "find_library", lambda name: None)
+    check = call_setup.virtual_microphone("linux")
+    assert not check.ok and "libpulse-simple" in check.detail and "libpulse0" in check.fix
 
 
 def test_other_systems_name_the_driver_to_install():
