@@ -4,7 +4,7 @@
 // them for its next start. Loaded after controls.js.
 "use strict";
 
-const cameraState = { camera: null, mic: null, whip: null };  // last states noticed, to tell each change once
+const cameraState = { camera: null, mic: null, vcam: null, whip: null };  // last states noticed, to tell each change once
 state.cameraPage = cameraState;
 
 async function connectPreview() {
@@ -60,6 +60,8 @@ function onCameraStats(s) {
   changed("camera", s.camera, s.camera === "lost" ? "The camera is lost: the call sees a still frame until it is plugged in again." :
     (cameraState.camera === "lost" ? "The camera is back." : null), s.camera === "lost" ? "error" : "info");
   changed("mic", mic ? mic.error : null, mic && mic.error ? "Virtual microphone: " + mic.error : null);
+  changed("vcam", s.virtual_camera ? s.virtual_camera.error : null,
+    s.virtual_camera && s.virtual_camera.error ? s.virtual_camera.error + "; trying again every second." : null);
   changed("whip", s.whip ? s.whip.error : null, s.whip && s.whip.error ? "WHIP push: " + s.whip.error : null);
 }
 

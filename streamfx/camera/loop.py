@@ -30,7 +30,7 @@ class Outputs:
     """Where the frames go; each is optional. ``window(original, filtered)`` returns False
     when the user closed it."""
 
-    virtual: Any = None   # io.virtual_camera.VirtualCamera
+    virtual: Any = None   # io.virtual_camera.KeptVirtualCamera
     writer: Any = None    # io.encoding.VideoWriter
     push: Any = None      # whip.camera_push.CameraPush
     page: Any = None      # camera.page.ControlPage
@@ -113,6 +113,8 @@ class CameraLoop:
                       "handoff_ms": round(ms[len(ms) // 2], 1) if ms else None}
         if self.outputs.mic is not None:
             data["mic"] = self.outputs.mic.status()
+        if self.outputs.virtual is not None:
+            data["virtual_camera"] = {"device": self.outputs.virtual.device, "error": self.outputs.virtual.error}
         if self.outputs.push is not None:
             push = self.outputs.push.status
             data["whip"] = {"state": push.state, "error": push.error}

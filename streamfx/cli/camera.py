@@ -147,8 +147,8 @@ def _run_loop(args: argparse.Namespace, source, pipeline, store: SettingsStore,
     loop = CameraLoop(source, pipeline, outputs, args.max_fps, args.frames)
     try:
         if args.virtual:
-            outputs.virtual = virtual_camera.VirtualCamera(width, height, source.fps, args.virtual_device,
-                                                           args.virtual_backend)
+            outputs.virtual = virtual_camera.KeptVirtualCamera(lambda: virtual_camera.VirtualCamera(
+                width, height, source.fps, args.virtual_device, args.virtual_backend))
             outputs.names.append(f"virtual camera {args.virtual_device or args.virtual_backend or ''}".strip())
         if args.output:
             outputs.writer = VideoWriter(args.output, width, height, source.fps)

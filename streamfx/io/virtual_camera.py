@@ -8,14 +8,16 @@ create it.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import numpy as np
 
 from .. import log
 from .closing import ClosesOnExit
-from .errors import VirtualCameraError
+from .errors import MediaError, VirtualCameraError
 
 logger = log.get(__name__)
 
@@ -77,8 +79,11 @@ class VirtualCamera(ClosesOnExit):
                                               fmt=pyvirtualcam.PixelFormat.RGB)
         except (RuntimeError, OSError, ValueError) as exc:
             text = " ".join(str(exc).split())
-            if device is None or "not found" in text.lower() or "no v4l2 loopback" in text.lower():
+            if (device is None and backend is None) or "not found" in text.lower() or "no v4l2 loopback" in text.lower():
                 raise VirtualCameraError(f"{_hint()} ({text})" if device else _hint()) from None
+            if "busy" in text.lower():
+                raise VirtualCameraError(f"the virtual camera {device or backend} is in use by another program "
+                                         f"({text}); close it or pick another with --virtual-device") from None
             raise VirtualCameraError(f"cannot open virtual camera {device}: {text}") from None
         self.width, self.height, self.fps = width, height, fps
         self.device = self.camera.device
@@ -95,3 +100,51 @@ class VirtualCamera(ClosesOnExit):
 
     def close(self) -> None:
         self.camera.close()
+
+
+class KeptVirtualCamera:
+    """A virtual camera that outlives trouble mid-call: a device that fails (its module
+    unloaded, taken by another program) is closed, said in one line (:attr:`error`, logged
+    once) and opened again every ``retry_s``; the frames meanwhile go nowhere. The first
+    open is the caller's: its error stops the start, as a missing device should."""
+
+    def __init__(self, open_camera: Callable[[], VirtualCamera], retry_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._open, self.retry_s, self.clock = open_camera, retry_s, clock
+        self.camera: VirtualCamera | None = open_camera()
+        self.device = self.camera.device
+        self.error: str | None = None
+        self._retry_at = 0.0
+
+    def send(self, frame: np.ndarray) -> None:
+        if self.camera is None:
+            if self.clock() < self._retry_at:
+                return
+            try:
+                self.camera = self._open()
+            except MediaError as exc:
+                self._trouble(str(exc))
+                return
+            logger.warning("virtual camera back", extra={"device": self.camera.device})
+            self.error = None
+        try:
+            self.camera.send(frame)
+        except Exception as exc:  # noqa: BLE001 - pyvirtualcam's backends raise what they like
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            self._trouble(f"the virtual camera {self.device} failed ({text})")
+            try:
+                self.camera.close()
+            except Exception:  # noqa: BLE001 - it is gone already
+                pass
+            self.camera = None
+
+    def _trouble(self, line: str) -> None:
+        if line != self.error:
+            logger.warning(f"{line}; trying again every {self.retry_s:g} s")
+        self.error = line
+        self._retry_at = self.clock() + self.retry_s
+
+    def close(self) -> None:
+        if self.camera is not None:
+            self.camera.close()
+            self.camera = None

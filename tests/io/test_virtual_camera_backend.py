@@ -65,3 +65,37 @@ def test_an_unknown_backend_is_one_clear_line(source, capsys):
     assert code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nosuch" in err[0], err
+
+
+class FlakyBackend(RecordingBackend):
+    """A device that is unplugged after 3 frames, busy on the first reopen, then fine."""
+
+    opens = 0
+
+    def __init__(self, **kw) -> None:
+        FlakyBackend.opens += 1
+        if FlakyBackend.opens == 2:
+            raise RuntimeError("Device or resource busy")
+        super().__init__(**kw)
+        self.frames = 0
+
+    def send(self, frame: np.ndarray) -> None:
+        self.frames += 1
+        if FlakyBackend.opens == 1 and self.frames > 3:
+            raise RuntimeError("device unplugged")
+        super().send(frame)
+
+
+pyvirtualcam.register_backend("streamfx-flaky", FlakyBackend)
+
+
+def test_a_failing_virtual_camera_is_one_line_and_comes_back(source, capsys):
+    RecordingBackend.sent.clear()
+    code = main(["camera", "--source", source, "--virtual", "--virtual-backend", "streamfx-flaky",
+                 "--frames", "75", "--engine", "overlay", "--no-ui"])
+    assert code == 0, "the camera keeps running"
+    assert FlakyBackend.opens == 3, "unplugged, busy, back"
+    lines = [line for line in capsys.readouterr().err.splitlines() if "virtual camera" in line]
+    assert len(lines) == 3, lines  # failed; busy; back: each once, not once per frame
+    assert "device unplugged" in lines[0] and "in use by another program" in lines[1] and "virtual camera back" in lines[2]
+    assert 3 + 5 < len(RecordingBackend.sent) < 75, "frames resumed after the reopen, none sent while it was gone"
