@@ -57,27 +57,12 @@ def record_with_clicks(server: str, seconds: float) -> tuple[np.ndarray, float]:
 
     os.environ["PULSE_SERVER"] = server
     _tests_on_path()
-    from pulse_env import click_train
-    from streamfx.io.pulse import SimpleStream
+    from pulse_env import click_train, record_probe
 
     wave, _ = click_train(seconds, PERIOD_S, tone=TONE)
-    frames, blocks, anchors = int((seconds + 0.6) * RATE), [], []
-    with SimpleStream("record", "probe.monitor", RATE, 2, 0.01, name="probe recorder") as rec:
-        def feed() -> None:
-            with SimpleStream("playback", "probe_left", RATE, 1, 0.1, name="probe clicks") as out:
-                for start in range(0, len(wave), 960):
-                    out.write(wave[start:start + 960, None])
-                out.drain()
-
-        player = threading.Thread(target=feed, daemon=True)
-        player.start()
-        got = 0
-        while got < frames:
-            blocks.append(rec.read(480))
-            got += 480
-            anchors.append(time.monotonic() - rec.latency() - got / RATE)
-        player.join(timeout=5)
-    return np.concatenate(blocks), float(np.median(anchors))
+    anchors: list[float] = []
+    recording = record_probe(seconds + 0.6, wave, anchors=anchors)
+    return recording, float(np.median(anchors))
 
 
 def video_loop(engine, vmic, stop: threading.Event, frames: list[tuple[float, float]]) -> None:

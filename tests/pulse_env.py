@@ -188,28 +188,38 @@ class Probe:
     def record(self, seconds: float, play: np.ndarray | None = None) -> np.ndarray:
         """Record probe.monitor for ``seconds`` (int16, shape (n, 2)), playing ``play`` (mono
         int16) into probe_left meanwhile."""
-        from streamfx.io.pulse import SimpleStream
+        return record_probe(seconds, play, self.monitor)
 
-        frames = int(seconds * RATE)
-        out: list[np.ndarray] = []
-        player: threading.Thread | None = None
-        with SimpleStream("record", self.monitor, RATE, 2, 0.01, name="probe recorder") as rec:
-            if play is not None:
-                def feed() -> None:
-                    with SimpleStream("playback", "probe_left", RATE, 1, 0.1, name="probe clicks") as pb:
-                        for start in range(0, len(play), 960):
-                            pb.write(play[start:start + 960, None])
-                        pb.drain()
-                player = threading.Thread(target=feed, daemon=True)
-                player.start()
-            got = 0
-            while got < frames:
-                block = rec.read(min(960, frames - got))
-                out.append(block)
-                got += len(block)
-        if player is not None:
-            player.join(timeout=seconds + 5)
-        return np.concatenate(out)
+
+def record_probe(seconds: float, play: np.ndarray | None = None, monitor: str = "probe.monitor",
+                 anchors: list[float] | None = None) -> np.ndarray:
+    """What :meth:`Probe.record` does, usable without a daemon object (another process).
+    ``anchors`` gets, per block read, the monotonic time of the recording's sample 0 (its
+    median maps sample positions to the wall clock, for the benchmark)."""
+    from streamfx.io.pulse import SimpleStream
+
+    frames = int(seconds * RATE)
+    out: list[np.ndarray] = []
+    player: threading.Thread | None = None
+    with SimpleStream("record", monitor, RATE, 2, 0.01, name="probe recorder") as rec:
+        if play is not None:
+            def feed() -> None:
+                with SimpleStream("playback", "probe_left", RATE, 1, 0.1, name="probe clicks") as pb:
+                    for start in range(0, len(play), 960):
+                        pb.write(play[start:start + 960, None])
+                    pb.drain()
+            player = threading.Thread(target=feed, daemon=True)
+            player.start()
+        got = 0
+        while got < frames:
+            block = rec.read(min(960, frames - got))
+            out.append(block)
+            got += len(block)
+            if anchors is not None:
+                anchors.append(time.monotonic() - rec.latency() - got / RATE)
+    if player is not None:
+        player.join(timeout=seconds + 5)
+    return np.concatenate(out)
 
 
 def clicks(signal_: np.ndarray, threshold: int = 12000, gap: int = 4800) -> list[int]:

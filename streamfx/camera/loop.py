@@ -5,9 +5,9 @@ the pipeline and then to the outputs that are on: the virtual camera, a file, a 
 the control page's previews, a preview window. The time from reading a frame to handing it
 to the outputs is the video's latency; the virtual microphone delays the voice by it
 (:meth:`CameraLoop.status` reports it). A voice cannot be delayed by less than its own
-buffers (the microphone's ``floor_ms``, some 25 ms): with a faster filter the frames wait
-that long instead, so that sound and picture still leave together. A camera that is lost gives its "camera lost" still
-(:mod:`streamfx.io.camera_watch`), unfiltered, until it is back.
+buffers (the microphone's ``floor_ms``, some 21 ms): with a faster filter the frames wait
+that long instead, so that sound and picture still leave together. A camera that is lost
+gives its "camera lost" still (:mod:`streamfx.io.camera_watch`), unfiltered, until it is back.
 """
 
 from __future__ import annotations
@@ -47,15 +47,14 @@ class CameraLoop:
         self.pacer = FramePacer(max_fps)
         self.live = True
         self.latency_ms: deque[float] = deque(maxlen=90)  # read to handed over, the last 3 s at 30 fps
-        self.stopped = False
         self.started = time.monotonic()
         self.on_frame: Callable[[], None] | None = None  # after each frame (the WHIP refusal check)
         self._floor_s, self._floor_at = 0.0, -1e9
 
     def run(self) -> tuple[int, float]:
-        """Filter until ``frames`` (if given), the window is closed or :meth:`stop`; (frames, seconds)."""
+        """Filter until ``frames`` (if given) or the window is closed; (frames, seconds)."""
         out = self.outputs
-        while not self.stopped and (self.max_frames is None or self.frames < self.max_frames):
+        while self.max_frames is None or self.frames < self.max_frames:
             self.pacer.wait()
             if isinstance(self.source, WatchedCamera):
                 frame, self.live = self.source.read()
@@ -102,9 +101,6 @@ class CameraLoop:
         stats.record(timer, sum(timer.ms.values()))
         stats.frames_in = stats.frames_out = self.frames + 1
         return filtered
-
-    def stop(self) -> None:
-        self.stopped = True
 
     def status(self) -> dict:
         """What the page's stats add: the camera's state, the outputs, the latency, the microphone."""
